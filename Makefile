@@ -1,0 +1,50 @@
+# kiosk-agent: `make run` and `make test` do all the set-up on a fresh Debian.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+# Debian packages the tests use: the broker and its clients, FUSE for the
+# power-cut harness, systemd-analyze for the unit checks.
+APT_PACKAGES := mosquitto mosquitto-clients fuse3 systemd
+
+.PHONY: run test test-long bench venv system-deps clean
+
+run: $(STAMP) system-deps
+	$(PY) -m agent.devrun
+
+test: $(STAMP) system-deps
+	$(PY) -m pytest
+
+test-long: $(STAMP) system-deps
+	KIOSK_LONG=1 $(PY) -m pytest -m long
+
+bench: $(STAMP) system-deps
+	$(PY) bench/footprint.py
+
+venv: $(STAMP)
+
+$(STAMP): setup.cfg pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	touch $(STAMP)
+
+# Installs what is missing with apt-get when root; otherwise says what to install.
+system-deps:
+	@missing=""; \
+	command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || missing="$$missing mosquitto"; \
+	command -v mosquitto_sub >/dev/null 2>&1 || missing="$$missing mosquitto-clients"; \
+	command -v fusermount3 >/dev/null 2>&1 || missing="$$missing fuse3"; \
+	command -v systemd-analyze >/dev/null 2>&1 || missing="$$missing systemd"; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing:$$missing"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	  else \
+	    echo "missing Debian packages:$$missing"; \
+	    echo "install them with: sudo apt-get install$$missing"; \
+	    exit 1; \
+	  fi; \
+	fi
+
+clean:
+	rm -rf .run build *.egg-info

@@ -1,0 +1,289 @@
+# SPDX-License-Identifier: Apache-2.0
+"""The daemon: components started in order, stopped in reverse, one event loop.
+
+    agent = Agent(load_config(path))
+    exit_code = asyncio.run(agent.run())
+
+Signals: SIGTERM/SIGINT publish the offline state, close the store and exit
+0 within 5 s; SIGHUP reloads the configuration (a broken file is refused
+and the running one stays; settings that cannot change in place restart
+the components in-process). Under systemd: ``READY=1`` once every component
+is up (the broker need not be reachable: the kiosk serves offline),
+``STATUS=`` lines, ``WATCHDOG=1`` from the loop itself so a hung loop is
+caught, ``STOPPING=1``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import platform
+import signal
+import time
+import uuid
+from typing import Any
+
+from agent import __version__
+from agent.alarms import Alarms
+from agent.config import Config, load_config
+from agent.contract import CONTRACT_VERSION, Topics, encode, envelope
+from agent.errors import AgentError, ConfigError, NotConnected
+from agent.health import HealthReporter
+from agent.peripherals import Peripherals
+from agent.sdnotify import notify, watchdog_interval
+from agent.simcontrol import SimControl, socket_path
+from agent.store import Store
+from agent.uplink import Uplink
+from hal.device import DeviceEvent
+
+__all__ = ["Agent", "HOT_RELOADABLE"]
+
+log = logging.getLogger(__name__)
+
+# Tables whose change applies in place on SIGHUP; any other change restarts
+# the components in-process (the process, its PID and its watchdog stay).
+HOT_RELOADABLE = ("health", "logging", "sim")
+
+
+class Agent:
+    """One kiosk agent. ``run()`` returns the process exit code."""
+
+    def __init__(self, cfg: Config) -> None:
+        self.cfg = cfg
+        self.boot_id = uuid.uuid4().hex
+        self.mode = cfg.kiosk.initial_service_mode
+        self.topics = Topics(cfg.kiosk.fleet, cfg.kiosk.id)
+        self.started_at = time.time()
+        self._stop = asyncio.Event()
+        self._reload: Config | None = None
+        self._reload_requested = asyncio.Event()
+        self.store: Store | None = None
+        self.uplink: Uplink | None = None
+        self.peripherals: Peripherals | None = None
+        self.alarms: Alarms | None = None
+        self.health: HealthReporter | None = None
+        self.simcontrol: SimControl | None = None
+        self._bd_seq = 0
+        self._pending_reliable: list[tuple[str, bytes, bool]] = []
+        self._watchdog: asyncio.TimerHandle | None = None
+
+    # -- top level ------------------------------------------------------------
+
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, self.request_stop)
+        loop.add_signal_handler(signal.SIGINT, self.request_stop)
+        loop.add_signal_handler(signal.SIGHUP, self.request_reload)
+        self._start_watchdog()
+        try:
+            while True:
+                async with contextlib.AsyncExitStack() as stack:
+                    await self._start_components(stack)
+                    notify("READY=1", f"STATUS=serving as {self.cfg.kiosk.id}")
+                    await self._serve_until_stop_or_restart()
+                    if self._stop.is_set():
+                        notify("STOPPING=1", "STATUS=stopping")
+                if self._stop.is_set():
+                    return 0
+                assert self._reload is not None
+                log.info("restarting components with the reloaded configuration")
+                self._apply_config(self._reload)
+                self._reload = None
+        finally:
+            if self._watchdog is not None:
+                self._watchdog.cancel()
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                loop.remove_signal_handler(sig)
+
+    def request_stop(self) -> None:
+        log.info("stop requested")
+        self._stop.set()
+        self._reload_requested.set()
+
+    def request_reload(self) -> None:
+        source = self.cfg.source
+        if source is None:
+            log.error("reload requested but the configuration has no file")
+            return
+        try:
+            new = load_config(source)
+        except ConfigError as exc:
+            log.error("reload refused, configuration unchanged: %s", exc)
+            notify(f"STATUS=reload refused: {exc}")
+            return
+        changed = [name for name in ("kiosk", "mqtt", "storage", "hal", "health", "keys", "devices",
+                                     "sim", "logging") if getattr(new, name) != getattr(self.cfg, name)]
+        log.info("configuration reloaded; changed: %s", ", ".join(changed) or "nothing")
+        if all(name in HOT_RELOADABLE for name in changed):
+            self._apply_config(new)
+            return
+        self._reload = new
+        self._reload_requested.set()
+
+    def _apply_config(self, new: Config) -> None:
+        self.cfg = new
+        self.topics = Topics(new.kiosk.fleet, new.kiosk.id)
+        logging.getLogger().setLevel(new.logging.level)
+        if self.health is not None:
+            self.health.set_interval(new.health.interval_s)
+
+    async def _serve_until_stop_or_restart(self) -> None:
+        self._reload_requested.clear()
+        if self._stop.is_set():
+            return
+        await self._reload_requested.wait()
+
+    # -- components -----------------------------------------------------------
+
+    async def _start_components(self, stack: contextlib.AsyncExitStack) -> None:
+        cfg = self.cfg
+        self.store = Store.open(cfg.storage.dir)
+        stack.callback(self._close_store)
+
+        self.alarms = Alarms(cfg.kiosk.id, self.topics, self._send_reliable, on_change=self._health_changed)
+        self.peripherals = Peripherals(cfg, on_event=self._on_device_event)
+        self.peripherals.build()
+        self.peripherals.start()
+        stack.callback(self.peripherals.stop)
+        self.peripherals.show_mode(self.mode)
+
+        self.health = HealthReporter(cfg.kiosk.id, cfg.storage.dir, cfg.health.interval_s, self._send_health,
+                                     self.peripherals.statuses, self.alarms.codes, lambda: self.mode)
+        self.health.agent_info = self._agent_health
+
+        self.uplink = Uplink(cfg.mqtt, will=self._next_will)
+        self.uplink.add_connect_listener(self._on_connected)
+        await self.uplink.start()
+        stack.push_async_callback(self._stop_uplink)
+
+        self._sync_all_alarms()
+        self.health.start()
+        stack.callback(self.health.stop)
+
+        if self.peripherals.backend.simulated:
+            self.simcontrol = SimControl(socket_path(cfg.storage.dir), self.peripherals.sim_actions())
+            await self.simcontrol.start()
+            stack.push_async_callback(self.simcontrol.stop)
+
+    def _close_store(self) -> None:
+        if self.store is not None:
+            self.store.close()
+            self.store = None
+
+    async def _stop_uplink(self) -> None:
+        if self.uplink is None:
+            return
+        final = None
+        if self._bd_seq:
+            final = (self.topics.state, encode(envelope(self.cfg.kiosk.id, online=False, bdSeq=self._bd_seq,
+                                                        reason="shutdown")))
+        await self.uplink.stop(final)
+
+    # -- presence -------------------------------------------------------------
+
+    def _next_will(self) -> tuple[str, bytes]:
+        # Runs before every connect attempt: each connection gets a new,
+        # persisted bdSeq, and its Will names the same one as its birth.
+        assert self.store is not None
+        self._bd_seq = self.store.bump_counter("bdSeq")
+        return self.topics.state, encode(envelope(self.cfg.kiosk.id, online=False, bdSeq=self._bd_seq,
+                                                  reason="will"))
+
+    def birth(self) -> dict[str, Any]:
+        assert self.peripherals is not None
+        inventory = self.peripherals.inventory()
+        firmware = inventory.get("coproc", {}).get("firmware")
+        return envelope(self.cfg.kiosk.id, online=True, bdSeq=self._bd_seq, boot_id=self.boot_id,
+                        fleet=self.cfg.kiosk.fleet, site=self.cfg.kiosk.site, mode=self.mode,
+                        versions={"agent": __version__, "firmware": firmware,
+                                  "python": platform.python_version(), "contract": CONTRACT_VERSION},
+                        peripherals=inventory)
+
+    def _on_connected(self) -> None:
+        assert self.uplink is not None and self.health is not None
+        self.uplink.publish(self.topics.state, encode(self.birth()), qos=1, retain=True)
+        pending, self._pending_reliable = self._pending_reliable, []
+        for topic, payload, retain in pending:
+            self._send_reliable(topic, payload, retain)
+        self.health.publish_now("change")
+        notify(f"STATUS=connected to {self.cfg.mqtt.host}:{self.cfg.mqtt.port}")
+
+    # -- sending --------------------------------------------------------------
+
+    def _send_reliable(self, topic: str, payload: bytes, retain: bool = True) -> None:
+        """QoS 1, kept in order in memory while offline."""
+        uplink = self.uplink
+        if uplink is None or not uplink.connected:
+            self._pending_reliable.append((topic, payload, retain))
+            return
+        fut = uplink.publish(topic, payload, qos=1, retain=retain)
+
+        def requeue(done: asyncio.Future[int]) -> None:
+            if done.cancelled() or isinstance(done.exception(), NotConnected):
+                self._pending_reliable.append((topic, payload, retain))
+        fut.add_done_callback(requeue)
+
+    def _send_health(self, payload: dict[str, Any], _reason: str) -> None:
+        uplink = self.uplink
+        if uplink is not None and uplink.connected:
+            fut = uplink.publish(self.topics.health, encode(payload), qos=0, retain=True)
+            fut.add_done_callback(lambda f: f.exception() if not f.cancelled() else None)
+
+    def _agent_health(self) -> dict[str, Any]:
+        uplink = self.uplink
+        return {"connects": uplink.connects if uplink else 0,
+                "refused_publishes": sum(uplink.refused.values()) if uplink else 0,
+                "boot_id": self.boot_id}
+
+    # -- events ---------------------------------------------------------------
+
+    def _on_device_event(self, event: DeviceEvent) -> None:
+        self._sync_device_alarms(event.device)
+        self._health_changed()
+
+    def _sync_device_alarms(self, name: str) -> None:
+        assert self.peripherals is not None and self.alarms is not None
+        device = self.peripherals.devices.get(name)
+        if device is None:
+            return
+        status = device.status()
+        self.alarms.sync_device(name, status.alarms, status.detail)
+
+    def _sync_all_alarms(self) -> None:
+        assert self.peripherals is not None
+        for name in self.peripherals.devices:
+            self._sync_device_alarms(name)
+
+    def _health_changed(self) -> None:
+        if self.health is not None:
+            self.health.changed()
+
+    def set_mode(self, mode: str) -> None:
+        self.mode = mode
+        if self.peripherals is not None:
+            self.peripherals.show_mode(mode)
+        self._health_changed()
+
+    # -- systemd watchdog -----------------------------------------------------
+
+    def _start_watchdog(self) -> None:
+        interval = watchdog_interval()
+        if interval is None:
+            return
+        loop = asyncio.get_running_loop()
+
+        def ping() -> None:
+            # Sent from the loop, never a side thread: a hung loop stops pinging.
+            notify("WATCHDOG=1")
+            self._watchdog = loop.call_later(interval, ping)
+
+        ping()
+
+
+def run_agent(cfg: Config) -> int:
+    try:
+        return asyncio.run(Agent(cfg).run())
+    except AgentError as exc:
+        log.error("%s: %s", exc.code, exc)
+        return 1

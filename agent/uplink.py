@@ -1,0 +1,401 @@
+# SPDX-License-Identifier: Apache-2.0
+"""The one MQTT 5 connection, driven from the asyncio event loop.
+
+paho-mqtt 2.x does the protocol; this module owns the socket's place in the
+loop (``add_reader``/``add_writer``, as paho's asyncio example and aiomqtt
+v2 do), the reconnect policy, and the futures that resolve on PUBACK.
+
+    uplink = Uplink(cfg.mqtt, will=lambda: (topic, payload))
+    uplink.add_connect_listener(publish_birth)
+    await uplink.start()
+    code = await uplink.publish("kiosk/v1/f/k/tx", payload)   # PUBACK reason code
+
+Decisions:
+
+- **MQTT 5 only.** Under 3.1.1 a broker acknowledges and silently drops a
+  publish its ACL denies; under 5 it says 0x87, and a reason code >= 0x80
+  never counts as delivered.
+- **A fresh paho client per connection attempt.** paho keeps unacknowledged
+  messages in memory and resends them on its own; the outbox owns delivery,
+  so nothing may be queued behind its back.
+- **Full-jitter backoff**, capped: ``uniform(0, min(max, min * 2**attempt))``.
+  paho's own backoff has no jitter, so a fleet would reconnect in lockstep
+  after a broker restart.
+- **Persistent session** (``clean_start=False``, one day's expiry) so QoS 1
+  commands sent while the kiosk was briefly away still arrive.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import ssl
+import time
+from typing import Any, Awaitable, Callable
+
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
+from paho.mqtt.properties import Properties
+from paho.mqtt.packettypes import PacketTypes
+
+from agent.config import MqttConfig
+from agent.errors import NotConnected
+
+__all__ = ["Uplink", "Message", "backoff_delay"]
+
+log = logging.getLogger(__name__)
+
+SESSION_EXPIRY_S = 24 * 3600
+CONNACK_TIMEOUT_S = 15.0
+
+
+def backoff_delay(attempt: int, low: float, high: float, rng: random.Random = random._inst) -> float:  # type: ignore[attr-defined]
+    """Full-jitter exponential backoff for the ``attempt``-th retry (0-based)."""
+    return rng.uniform(0.0, min(high, low * (2 ** min(attempt, 30))))
+
+
+class Message:
+    """An incoming message, as handlers receive it."""
+
+    __slots__ = ("topic", "payload", "qos", "retain", "correlation_data", "response_topic")
+
+    def __init__(self, topic: str, payload: bytes, qos: int, retain: bool,
+                 correlation_data: bytes | None, response_topic: str | None) -> None:
+        self.topic = topic
+        self.payload = payload
+        self.qos = qos
+        self.retain = retain
+        self.correlation_data = correlation_data
+        self.response_topic = response_topic
+
+
+Handler = Callable[[Message], Awaitable[None] | None]
+Listener = Callable[[], Any]
+
+
+class Uplink:
+    """Owner of the broker connection. Use from the event loop's thread only."""
+
+    def __init__(self, cfg: MqttConfig, *, will: Callable[[], tuple[str, bytes]] | None = None) -> None:
+        self.cfg = cfg
+        self._will = will
+        self._client: paho.Client | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._misc: asyncio.TimerHandle | None = None
+        self._stopping = False
+        self._session_over: asyncio.Event = asyncio.Event()
+        self._pending: dict[int, asyncio.Future[int]] = {}
+        self._early: dict[int, int] = {}
+        self._subs: dict[str, tuple[int, Handler]] = {}
+        self._on_connect: list[Listener] = []
+        self._on_disconnect: list[Listener] = []
+        self.connected = False
+        self.connected_at: float | None = None
+        self.connects = 0
+        self.last_error: str | None = None
+        self.refused: dict[int, int] = {}
+
+    # -- public API -----------------------------------------------------------
+
+    def add_connect_listener(self, cb: Listener) -> None:
+        """Call ``cb()`` on the loop after every successful CONNACK."""
+        self._on_connect.append(cb)
+
+    def add_disconnect_listener(self, cb: Listener) -> None:
+        self._on_disconnect.append(cb)
+
+    def subscribe(self, topic: str, handler: Handler, qos: int = 1) -> None:
+        """Route messages on ``topic`` (wildcards allowed) to ``handler``; kept across reconnects."""
+        self._subs[topic] = (qos, handler)
+        if self.connected and self._client is not None:
+            self._client.subscribe(topic, qos=qos)
+
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._stopping = False
+        self._task = asyncio.create_task(self._run(), name="uplink")
+
+    async def wait_connected(self, timeout: float | None = None) -> bool:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self.connected:
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
+            await asyncio.sleep(0.02)
+        return True
+
+    def publish(self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False,
+                correlation_data: bytes | None = None) -> asyncio.Future[int]:
+        """Send one message; the future gives the PUBACK reason code.
+
+        For QoS 0 it resolves once paho has the message. Raises NotConnected
+        (through the future) if the connection is down or drops before the ack.
+        """
+        assert self._loop is not None, "Uplink.start() first"
+        fut: asyncio.Future[int] = self._loop.create_future()
+        client = self._client
+        if not self.connected or client is None:
+            fut.set_exception(NotConnected("not connected to the broker"))
+            return fut
+        props = None
+        if correlation_data is not None:
+            props = Properties(PacketTypes.PUBLISH)
+            props.CorrelationData = correlation_data
+        info = client.publish(topic, payload, qos=qos, retain=retain, properties=props)
+        if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
+            fut.set_exception(NotConnected(f"publish failed: {paho.error_string(info.rc)}"))
+            return fut
+        if qos == 0:
+            fut.set_result(0)
+            return fut
+        early = self._early.pop(info.mid, None)
+        if early is not None:
+            fut.set_result(early)
+        else:
+            self._pending[info.mid] = fut
+        return fut
+
+    async def stop(self, final: tuple[str, bytes] | None = None, timeout: float = 2.0) -> None:
+        """Publish ``final`` (the offline state) if connected, then disconnect cleanly."""
+        self._stopping = True
+        if final is not None and self.connected:
+            try:
+                await asyncio.wait_for(self.publish(final[0], final[1], qos=1, retain=True), timeout)
+            except (NotConnected, asyncio.TimeoutError) as exc:
+                log.warning("offline state not acknowledged: %s", exc)
+        client = self._client
+        if client is not None and self.connected:
+            client.disconnect()
+            # Let the loop flush the DISCONNECT before the socket is dropped.
+            for _ in range(50):
+                if not self.connected:
+                    break
+                await asyncio.sleep(0.01)
+        self._session_over.set()
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except (asyncio.CancelledError, Exception):
+                pass
+        self._teardown(client)
+
+    # -- connection loop ------------------------------------------------------
+
+    async def _run(self) -> None:
+        attempt = 0
+        assert self._loop is not None
+        while not self._stopping:
+            self._session_over = asyncio.Event()
+            client = self._new_client()
+            self._client = client
+            try:
+                await self._loop.run_in_executor(None, self._connect_blocking, client)
+                try:
+                    await asyncio.wait_for(self._wait_connack(), CONNACK_TIMEOUT_S)
+                except asyncio.TimeoutError:
+                    raise ConnectionError("no CONNACK within %ss" % CONNACK_TIMEOUT_S) from None
+                attempt = 0
+                await self._session_over.wait()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - any connect failure means retry
+                self.last_error = f"{exc.__class__.__name__}: {exc}"
+                log.warning("broker %s:%s unreachable: %s", self.cfg.host, self.cfg.port, self.last_error)
+            finally:
+                self._teardown(client)
+            if self._stopping:
+                break
+            delay = backoff_delay(attempt, self.cfg.reconnect_min_s, self.cfg.reconnect_max_s)
+            attempt += 1
+            log.info("reconnecting in %.1fs (attempt %d)", delay, attempt)
+            await asyncio.sleep(delay)
+
+    async def _wait_connack(self) -> None:
+        while not self.connected:
+            if self._session_over.is_set():
+                raise ConnectionError(self.last_error or "connection refused")
+            await asyncio.sleep(0.01)
+
+    def _new_client(self) -> paho.Client:
+        client = paho.Client(CallbackAPIVersion.VERSION2, client_id=self.cfg.client_id,
+                             protocol=MQTTProtocolVersion.MQTTv5, reconnect_on_failure=False)
+        client.max_inflight_messages_set(self.cfg.max_inflight)
+        client.max_queued_messages_set(0)
+        if self.cfg.tls_enabled:
+            ctx = ssl.create_default_context(cafile=str(self.cfg.tls.ca_file) if self.cfg.tls.ca_file else None)
+            ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+            if self.cfg.tls.cert_file and self.cfg.tls.key_file:
+                ctx.load_cert_chain(str(self.cfg.tls.cert_file), str(self.cfg.tls.key_file))
+            client.tls_set_context(ctx)
+        if self._will is not None:
+            topic, payload = self._will()
+            client.will_set(topic, payload, qos=1, retain=True)
+        client.on_connect = self._handle_connect
+        client.on_disconnect = self._handle_disconnect
+        client.on_publish = self._handle_publish
+        client.on_message = self._handle_message
+        client.on_socket_open = self._socket_open
+        client.on_socket_close = self._socket_close
+        client.on_socket_register_write = self._register_write
+        client.on_socket_unregister_write = self._unregister_write
+        return client
+
+    def _connect_blocking(self, client: paho.Client) -> None:
+        # Runs in an executor: TCP connect and the TLS handshake block.
+        props = Properties(PacketTypes.CONNECT)
+        props.SessionExpiryInterval = SESSION_EXPIRY_S
+        client.connect(self.cfg.host, self.cfg.port, keepalive=self.cfg.keepalive,
+                       clean_start=False, properties=props)
+
+    def _teardown(self, client: paho.Client | None) -> None:
+        if self._misc is not None:
+            self._misc.cancel()
+            self._misc = None
+        if client is not None:
+            sock = client.socket()
+            if sock is not None and self._loop is not None:
+                self._loop.remove_reader(sock)
+                self._loop.remove_writer(sock)
+                try:
+                    sock.close()
+                except OSError:
+                    pass
+        self._mark_disconnected("connection closed")
+
+    def _mark_disconnected(self, why: str) -> None:
+        was = self.connected
+        self.connected = False
+        for fut in self._pending.values():
+            if not fut.done():
+                fut.set_exception(NotConnected(why))
+        self._pending.clear()
+        self._early.clear()
+        if was:
+            for cb in self._on_disconnect:
+                self._call(cb)
+
+    # -- socket plumbing (called by paho; may run in the executor thread) ------
+
+    def _threadsafe(self, fn: Callable[..., Any], *args: Any) -> None:
+        assert self._loop is not None
+        self._loop.call_soon_threadsafe(fn, *args)
+
+    def _socket_open(self, client: paho.Client, _userdata: Any, sock: Any) -> None:
+        self._threadsafe(self._add_reader, client, sock)
+
+    def _add_reader(self, client: paho.Client, sock: Any) -> None:
+        if client is not self._client or sock.fileno() < 0:
+            return
+        assert self._loop is not None
+        self._loop.add_reader(sock, self._on_readable, client)
+        self._schedule_misc(client)
+
+    def _on_readable(self, client: paho.Client) -> None:
+        client.loop_read()
+
+    def _socket_close(self, client: paho.Client, _userdata: Any, sock: Any) -> None:
+        if self._loop is None:
+            return
+        try:
+            self._loop.remove_reader(sock)
+            self._loop.remove_writer(sock)
+        except (RuntimeError, ValueError, OSError):
+            self._threadsafe(self._remove_fd, sock)
+
+    def _remove_fd(self, sock: Any) -> None:
+        assert self._loop is not None
+        try:
+            self._loop.remove_reader(sock)
+            self._loop.remove_writer(sock)
+        except (ValueError, OSError):
+            pass
+
+    def _register_write(self, client: paho.Client, _userdata: Any, sock: Any) -> None:
+        self._threadsafe(self._add_writer, client, sock)
+
+    def _add_writer(self, client: paho.Client, sock: Any) -> None:
+        if client is self._client and sock.fileno() >= 0:
+            assert self._loop is not None
+            self._loop.add_writer(sock, client.loop_write)
+
+    def _unregister_write(self, client: paho.Client, _userdata: Any, sock: Any) -> None:
+        self._threadsafe(self._drop_writer, sock)
+
+    def _drop_writer(self, sock: Any) -> None:
+        assert self._loop is not None
+        try:
+            self._loop.remove_writer(sock)
+        except (ValueError, OSError):
+            pass
+
+    def _schedule_misc(self, client: paho.Client) -> None:
+        # Keepalive pings and ping timeouts; a second's granularity is plenty
+        # for keepalives measured in tens of seconds, and costs ~nothing idle.
+        assert self._loop is not None
+        if client is not self._client:
+            return
+        client.loop_misc()
+        self._misc = self._loop.call_later(1.0, self._schedule_misc, client)
+
+    # -- paho callbacks (run on the loop thread, inside loop_read/loop_misc) ---
+
+    def _handle_connect(self, client: paho.Client, _u: Any, _flags: Any, reason: Any, _props: Any) -> None:
+        if client is not self._client:
+            return
+        if reason.is_failure:
+            self.last_error = f"CONNACK refused: {reason}"
+            log.error("broker refused the connection: %s", reason)
+            self._session_over.set()
+            return
+        self.connected = True
+        self.connected_at = time.time()
+        self.connects += 1
+        self.last_error = None
+        log.info("connected to %s:%s", self.cfg.host, self.cfg.port)
+        for topic, (qos, _handler) in self._subs.items():
+            client.subscribe(topic, qos=qos)
+        for cb in self._on_connect:
+            self._call(cb)
+
+    def _handle_disconnect(self, client: paho.Client, _u: Any, _flags: Any, reason: Any, _props: Any) -> None:
+        if client is not self._client:
+            return
+        if not self._stopping:
+            log.warning("disconnected from broker: %s", reason)
+        self._mark_disconnected(f"disconnected: {reason}")
+        self._session_over.set()
+
+    def _handle_publish(self, client: paho.Client, _u: Any, mid: int, reason: Any, _props: Any) -> None:
+        code = int(getattr(reason, "value", reason) or 0)
+        if code >= 0x80:
+            self.refused[code] = self.refused.get(code, 0) + 1
+        fut = self._pending.pop(mid, None)
+        if fut is None:
+            self._early[mid] = code
+        elif not fut.done():
+            fut.set_result(code)
+
+    def _handle_message(self, _client: paho.Client, _u: Any, msg: paho.MQTTMessage) -> None:
+        props = getattr(msg, "properties", None)
+        message = Message(msg.topic, bytes(msg.payload), msg.qos, bool(msg.retain),
+                          getattr(props, "CorrelationData", None) if props else None,
+                          getattr(props, "ResponseTopic", None) if props else None)
+        for pattern, (_qos, handler) in self._subs.items():
+            if paho.topic_matches_sub(pattern, msg.topic):
+                self._call(handler, message)
+
+    def _call(self, cb: Callable[..., Any], *args: Any) -> None:
+        try:
+            result = cb(*args)
+            if asyncio.iscoroutine(result):
+                task = asyncio.ensure_future(result)
+                task.add_done_callback(_log_task_error)
+        except Exception:  # noqa: BLE001 - one bad handler must not kill the connection
+            log.exception("uplink listener %r failed", cb)
+
+
+def _log_task_error(task: asyncio.Future[Any]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("uplink handler failed", exc_info=task.exception())

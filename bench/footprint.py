@@ -1,0 +1,157 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Footprint of the agent against a bare interpreter, measured in one run.
+
+Starts a private broker; then, one after the other:
+
+- a *bare* interpreter importing the agent's runtime dependencies (paho,
+  pyserial, cryptography, psutil, sqlite3, asyncio, tomllib) that connects
+  one MQTT 5 client and idles — the limit the budgets are ratios of;
+- the agent itself (``kiosk-agent run``) with every peripheral simulated.
+
+For each it prints the idle resident memory (after settling), CPU used over
+the idle window, and the time from process start to MQTT connected. For the
+agent it also measures the latency from a simulated door edge to the
+``alarm/door_open`` message at a subscriber.
+
+    python bench/footprint.py [--idle 30] [--door-toggles 20]
+
+Budgets (DESIGN.md §10): RSS <= 1.25 x bare; idle CPU <= 0.5 % of one core;
+start to connected <= 0.7 s; door alarm within 200 ms of the edge.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+
+import psutil
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))
+
+from agent.devbroker import DevBroker  # noqa: E402
+from agent.devrun import write_sim_config  # noqa: E402
+from kiosktest import Subscriber, wait_until  # noqa: E402
+
+BARE = textwrap.dedent("""
+    import asyncio, sqlite3, tomllib, json, ssl, sys, time, threading
+    import paho.mqtt.client as paho, serial, psutil
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+    from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+    t0 = float(sys.argv[3])
+    done = threading.Event()
+    c = paho.Client(CallbackAPIVersion.VERSION2, client_id="bare", protocol=MQTTProtocolVersion.MQTTv5)
+    c.on_connect = lambda *a: (print("CONNECTED", time.time() - t0, flush=True), done.set())
+    c.connect(sys.argv[1], int(sys.argv[2]), keepalive=60)
+    c.loop_start()
+    done.wait(10)
+    time.sleep(3600)
+""")
+
+
+def measure(proc: subprocess.Popen[bytes], idle_s: float) -> tuple[float, float]:
+    """(RSS MB after settling, % of one core over ``idle_s``)."""
+    ps = psutil.Process(proc.pid)
+    time.sleep(3.0)
+    cpu0 = ps.cpu_times()
+    t0 = time.monotonic()
+    time.sleep(idle_s)
+    cpu1 = ps.cpu_times()
+    elapsed = time.monotonic() - t0
+    used = (cpu1.user - cpu0.user) + (cpu1.system - cpu0.system)
+    rss = ps.memory_info().rss / 2**20
+    return rss, 100.0 * used / elapsed
+
+
+def run_bare(broker: DevBroker, idle_s: float) -> dict[str, float]:
+    start = time.time()
+    proc = subprocess.Popen([sys.executable, "-c", BARE, "127.0.0.1", str(broker.port), repr(start)],
+                            stdout=subprocess.PIPE)
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline().decode()
+        connected = float(line.split()[1])
+        rss, cpu = measure(proc, idle_s)
+    finally:
+        proc.kill()
+        proc.wait()
+    return {"rss_mb": rss, "cpu_pct": cpu, "connect_s": connected}
+
+
+def run_agent(broker: DevBroker, idle_s: float, toggles: int, workdir: Path) -> dict[str, float]:
+    config = write_sim_config(workdir / "agent.toml", broker.url, workdir / "state",
+                              overrides={"interval_s": "300"})
+    sub = Subscriber(broker.url, "kiosk/#")
+    start = time.time()
+    t_mono = time.monotonic()
+    proc = subprocess.Popen([sys.executable, "-m", "agent", "run", "--config", str(config)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=str(ROOT))
+    try:
+        birth = sub.wait_for("/state", lambda d: d.get("online") is True, timeout=30)
+        connected = birth.at - t_mono
+        rss, cpu = measure(proc, idle_s)
+        latencies = door_latency(sub, workdir / "state", toggles)
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        sub.close()
+    _ = start
+    return {"rss_mb": rss, "cpu_pct": cpu, "connect_s": connected,
+            "door_p50_ms": statistics.median(latencies), "door_max_ms": max(latencies)}
+
+
+def door_latency(sub: Subscriber, state_dir: Path, toggles: int) -> list[float]:
+    from agent.simcontrol import send_sim_command, socket_path
+
+    out = []
+    for i in range(toggles):
+        active = i % 2 == 0
+        before = len(sub.matching("/alarm/door_open"))
+        t0 = time.monotonic()
+        reply = send_sim_command(socket_path(state_dir), "door", "open" if active else "close")
+        edge = t0  # the pin changes inside the request; the reply adds the socket round trip only
+        assert reply["ok"], reply
+        msg = wait_until(lambda: sub.matching("/alarm/door_open")[before:], 5, message="door alarm")[0]
+        assert msg.data["active"] is active
+        out.append((msg.at - edge) * 1000)
+    return out
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--idle", type=float, default=30.0, help="idle window for CPU, seconds")
+    parser.add_argument("--door-toggles", type=int, default=20)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp, DevBroker(Path(tmp) / "broker") as broker:
+        bare = run_bare(broker, args.idle)
+        agent = run_agent(broker, args.idle, args.door_toggles, Path(tmp) / "agent")
+    ratio_rss = agent["rss_mb"] / bare["rss_mb"]
+    result = {"bare": bare, "agent": agent, "rss_ratio": ratio_rss}
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return 0
+    print(f"{'':24}{'bare imports':>14}{'agent':>12}{'ratio':>9}{'budget':>12}")
+    print(f"{'idle RSS (MB)':24}{bare['rss_mb']:14.1f}{agent['rss_mb']:12.1f}{ratio_rss:9.2f}{'<= 1.25x':>12}")
+    print(f"{'idle CPU (% of a core)':24}{bare['cpu_pct']:14.3f}{agent['cpu_pct']:12.3f}{'':9}{'<= 0.5 %':>12}")
+    print(f"{'start to connected (s)':24}{bare['connect_s']:14.3f}{agent['connect_s']:12.3f}"
+          f"{agent['connect_s'] / bare['connect_s']:9.2f}{'<= 0.7 s':>12}")
+    print(f"door edge to alarm at subscriber: p50 {agent['door_p50_ms']:.1f} ms, "
+          f"max {agent['door_max_ms']:.1f} ms over {args.door_toggles} edges (budget 200 ms)")
+    ok = ratio_rss <= 1.25 and agent["cpu_pct"] <= 0.5 and agent["connect_s"] <= 0.7 and agent["door_max_ms"] <= 200
+    print("within budget" if ok else "OVER BUDGET")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    sys.exit(main())

@@ -1,0 +1,143 @@
+# SPDX-License-Identifier: Apache-2.0
+"""The walking skeleton from outside: a real agent process against a real broker."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import time
+from pathlib import Path
+
+from agent.devbroker import DevBroker
+from kiosktest import AgentProcess, Subscriber, wait_until
+
+
+def online(data: dict) -> bool:
+    return data.get("online") is True
+
+
+def test_birth_health_retained_and_clean_stop(agent_factory: type[AgentProcess], broker: DevBroker,
+                                              subscriber: Subscriber) -> None:
+    agent = agent_factory().start()
+    birth = subscriber.wait_for("/state", online, timeout=15)
+    assert birth.data["mode"] == "in_service" and birth.data["versions"]["agent"]
+    assert {"door", "tamper", "presence", "light_tower"} <= set(birth.data["peripherals"])
+    subscriber.wait_for("/health", timeout=10)
+
+    # A subscriber arriving later sees the retained state and health (what make run promises).
+    late = Subscriber(broker.url, "kiosk/#")
+    try:
+        retained = late.wait_for("/state", online, timeout=5)
+        assert retained.retain
+        assert late.wait_for("/health", timeout=5).retain
+    finally:
+        late.close()
+
+    started = time.monotonic()
+    assert agent.terminate(timeout=10) == 0
+    assert time.monotonic() - started < 5
+    gone = subscriber.wait_for("/state", lambda d: d["online"] is False, timeout=5)
+    assert gone.data["bdSeq"] == birth.data["bdSeq"] and gone.data["reason"] == "shutdown"
+
+
+def test_kill_9_publishes_the_will_with_the_births_bdseq(agent_factory: type[AgentProcess],
+                                                          subscriber: Subscriber) -> None:
+    agent = agent_factory().start()
+    first = subscriber.wait_for("/state", online, timeout=15)
+    agent.kill()
+    will = subscriber.wait_for("/state", lambda d: d["online"] is False, timeout=10)
+    assert will.data["bdSeq"] == first.data["bdSeq"] and will.data["reason"] == "will"
+    agent.start()
+    second = subscriber.wait_for("/state", lambda d: online(d) and d["bdSeq"] > first.data["bdSeq"], timeout=15)
+    assert second.data["boot_id"] != first.data["boot_id"]
+
+
+def test_door_and_tamper_alarms_raise_and_clear(agent_factory: type[AgentProcess], broker: DevBroker,
+                                                subscriber: Subscriber) -> None:
+    agent = agent_factory().start()
+    subscriber.wait_for("/state", online, timeout=15)
+    for device, code in (("door", "door_open"), ("tamper", "tamper")):
+        assert agent.sim(device, "open")["ok"]
+        raised = subscriber.wait_for(f"/alarm/{code}", lambda d: d["active"], timeout=5)
+        assert raised.data["code"] == code and raised.data["severity"] == "critical"
+        health = subscriber.wait_for("/health", lambda d: code in d["alarms"], timeout=5)
+        assert health.data["reason"] == "change"
+        assert agent.sim(device, "close")["ok"]
+        subscriber.wait_for(f"/alarm/{code}", lambda d: not d["active"], timeout=5)
+
+    # The retained message is the alarm's current state.
+    late = Subscriber(broker.url, "kiosk/v1/+/+/alarm/#")
+    try:
+        assert late.wait_for("/alarm/door_open", timeout=5).data["active"] is False
+    finally:
+        late.close()
+
+
+def test_reconnects_after_broker_outage_with_a_new_bdseq(agent_factory: type[AgentProcess],
+                                                         broker: DevBroker) -> None:
+    agent = agent_factory(overrides={"keepalive": "5"}).start()
+    sub = Subscriber(broker.url, "kiosk/#")
+    first = sub.wait_for("/state", online, timeout=15)
+    sub.close()
+    broker.stop()
+    # An alarm raised while the broker is away is delivered when it is back.
+    assert agent.sim("door", "open")["ok"]
+    time.sleep(1.0)
+    broker.start()
+    sub = Subscriber(broker.url, "kiosk/#")
+    try:
+        sub.wait_for("/state", lambda d: online(d) and d["bdSeq"] > first.data["bdSeq"], timeout=60)
+        sub.wait_for("/alarm/door_open", lambda d: d["active"], timeout=10)
+    finally:
+        sub.close()
+    assert agent.proc is not None and agent.proc.poll() is None
+
+
+def test_sighup_reload(agent_factory: type[AgentProcess], subscriber: Subscriber) -> None:
+    agent = agent_factory().start()
+    subscriber.wait_for("/state", online, timeout=15)
+    good = agent.config.read_text()
+
+    agent.config.write_text(good.replace("keepalive = 60", 'keepalive = "soon"'))
+    agent.signal(signal.SIGHUP)
+    wait_until(lambda: "reload refused" in agent.log, 10, message="reload refused in the log")
+    assert "mqtt.keepalive" in agent.log
+    assert agent.proc is not None and agent.proc.poll() is None
+
+    # A hot-reloadable change applies in place: health now every 5 s.
+    agent.config.write_text(good.replace("interval_s = 30", "interval_s = 5"))
+    agent.signal(signal.SIGHUP)
+    before = len(subscriber.matching("/health", lambda d: d["reason"] == "periodic"))
+    wait_until(lambda: len(subscriber.matching("/health", lambda d: d["reason"] == "periodic")) >= before + 2,
+               20, message="two periodic health messages at the new interval")
+
+    # A change that needs a restart restarts the components in-process.
+    agent.config.write_text(good.replace('site = "Simulated outlet, bench 1"', 'site = "Moved to bench 2"'))
+    agent.signal(signal.SIGHUP)
+    subscriber.wait_for("/state", lambda d: online(d) and d["site"] == "Moved to bench 2", timeout=15)
+    assert agent.terminate() == 0
+
+
+def test_sd_notify_ready_watchdog_stopping(agent_factory: type[AgentProcess], tmp_path: Path) -> None:
+    path = tmp_path / "notify.sock"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(path))
+    sock.setblocking(False)
+    agent = agent_factory(env={"NOTIFY_SOCKET": str(path), "WATCHDOG_USEC": "400000"}).start()
+    assert agent.proc is not None
+    os.environ.pop("WATCHDOG_PID", None)
+    got: list[str] = []
+
+    def drain() -> list[str]:
+        try:
+            while True:
+                got.extend(sock.recv(4096).decode().splitlines())
+        except BlockingIOError:
+            return got
+
+    wait_until(lambda: "READY=1" in drain(), 20, message="READY=1")
+    wait_until(lambda: drain().count("WATCHDOG=1") >= 5, 10, message="repeated WATCHDOG=1")
+    agent.terminate()
+    wait_until(lambda: "STOPPING=1" in drain(), 5, message="STOPPING=1")
+    sock.close()
