@@ -142,6 +142,52 @@ class LoggingConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class OperatorKey:
+    """A fleet key the kiosk trusts for signed commands and configuration."""
+
+    id: str
+    public_key: bytes          # raw 32-byte Ed25519 public key
+    role: str                  # operator | admin
+
+
+@dataclasses.dataclass(frozen=True)
+class CommandsConfig:
+    operators: tuple[OperatorKey, ...] = ()
+    max_clock_skew_s: float = 300.0
+    max_size_bytes: int = 65_536
+
+
+@dataclasses.dataclass(frozen=True)
+class EvidenceConfig:
+    recipient_public_key: bytes | None = None   # raw 32-byte X25519 key of the back office
+    retention_days: float = 30.0
+
+
+@dataclasses.dataclass(frozen=True)
+class StepConfig:
+    kind: str
+    timeout_s: float
+
+
+@dataclasses.dataclass(frozen=True)
+class ServiceConfig:
+    """One entry of the service catalogue."""
+
+    id: str
+    name_zh: str
+    name_en: str
+    steps: tuple[StepConfig, ...]
+    offline: bool = False
+    mail_document: bool = False
+    face_legal_basis: str | None = None   # a recorded legal basis lets the face photo be sealed
+
+
+@dataclasses.dataclass(frozen=True)
+class SessionsConfig:
+    card_reminder_s: float = 10.0
+
+
+@dataclasses.dataclass(frozen=True)
 class Config:
     kiosk: KioskConfig
     mqtt: MqttConfig
@@ -152,6 +198,10 @@ class Config:
     devices: DevicesConfig = DevicesConfig()
     sim: SimConfig = SimConfig()
     logging: LoggingConfig = LoggingConfig()
+    commands: CommandsConfig = CommandsConfig()
+    evidence: EvidenceConfig = EvidenceConfig()
+    sessions: SessionsConfig = SessionsConfig()
+    services: tuple[ServiceConfig, ...] = ()
     source: Path | None = None
     raw: Mapping[str, Any] = dataclasses.field(default_factory=dict, compare=False, repr=False)
 
@@ -307,7 +357,73 @@ def _devices(raw: Any) -> DevicesConfig:
     return DevicesConfig(**kwargs)
 
 
-_TOP = ("kiosk", "mqtt", "storage", "hal", "health", "keys", "devices", "sim", "logging")
+STEP_KINDS = ("read_id", "capture_photo", "confirm", "print_receipt", "scan_payment", "capture_address")
+_SERVICE = {"id": (_string(_NAME, "lower-case letters, digits, '-' or '_'"), True),
+            "name_zh": (_string(), True), "name_en": (_string(), True),
+            "steps": (lambda _k, v: v, True), "offline": (_boolean, False),
+            "mail_document": (_boolean, False), "face_legal_basis": (_string(), False)}
+_STEP = {"kind": (_choice(*STEP_KINDS), True), "timeout_s": (_number(1, 3600), True)}
+_OPERATOR = {"id": (_string(_NAME, "lower-case letters, digits, '-' or '_'"), True),
+             "public_key": (lambda k, v: _key32(k, v, "Ed25519"), True),
+             "role": (_choice("operator", "admin"), True)}
+_COMMANDS = {"operators": (lambda _k, v: v, False), "max_clock_skew_s": (_number(0, 86_400), False),
+             "max_size_bytes": (_integer(256, 1_048_576), False)}
+_EVIDENCE = {"recipient_public_key": (lambda k, v: _key32(k, v, "X25519"), False),
+             "retention_days": (_number(0.01, 3650), False)}
+_SESSIONS = {"card_reminder_s": (_number(1, 600), False)}
+
+
+def _key32(key: str, value: Any, kind: str) -> bytes:
+    import base64
+    import binascii
+
+    try:
+        raw = base64.b64decode(value, validate=True) if isinstance(value, str) else b""
+    except (binascii.Error, ValueError):
+        raw = b""
+    if len(raw) != 32:
+        raise ConfigError(key, value, f"a base64 raw 32-byte {kind} public key")
+    return raw
+
+
+def _array_of_tables(raw: Any, key: str) -> list[Any]:
+    if raw is None:
+        return []
+    if not isinstance(raw, list):
+        raise ConfigError(key, raw, "an array of tables ([[" + key + "]])")
+    return raw
+
+
+def _services(raw: Any) -> tuple[ServiceConfig, ...]:
+    services = []
+    seen: set[str] = set()
+    for i, entry in enumerate(_array_of_tables(raw, "services")):
+        fields = _table(entry, f"services[{i}]", _SERVICE)
+        steps_raw = fields.pop("steps")
+        if not isinstance(steps_raw, list) or not steps_raw:
+            raise ConfigError(f"services[{i}].steps", steps_raw, "a non-empty array of {kind, timeout_s} tables")
+        steps = tuple(StepConfig(**_table(step, f"services[{i}].steps[{j}]", _STEP))
+                      for j, step in enumerate(steps_raw))
+        if fields["id"] in seen:
+            raise ConfigError(f"services[{i}].id", fields["id"], "an id not used by another service")
+        seen.add(fields["id"])
+        services.append(ServiceConfig(steps=steps, **fields))
+    return tuple(services)
+
+
+def _commands(raw: Any) -> CommandsConfig:
+    fields = _table(raw, "commands", _COMMANDS)
+    operators = []
+    for i, entry in enumerate(_array_of_tables(fields.pop("operators", None), "commands.operators")):
+        operators.append(OperatorKey(**_table(entry, f"commands.operators[{i}]", _OPERATOR)))
+    ids = [op.id for op in operators]
+    if len(ids) != len(set(ids)):
+        raise ConfigError("commands.operators", ids, "unique key ids")
+    return CommandsConfig(operators=tuple(operators), **fields)
+
+
+_TOP = ("kiosk", "mqtt", "storage", "hal", "health", "keys", "devices", "sim", "logging",
+        "commands", "evidence", "sessions", "services")
 
 
 def parse_config(data: Mapping[str, Any], source: Path | None = None) -> Config:
@@ -332,6 +448,10 @@ def parse_config(data: Mapping[str, Any], source: Path | None = None) -> Config:
         devices=_devices(data.get("devices")),
         sim=SimConfig(**_table(data.get("sim"), "sim", _SIM)),
         logging=LoggingConfig(**_table(data.get("logging"), "logging", _LOGGING)),
+        commands=_commands(data.get("commands")),
+        evidence=EvidenceConfig(**_table(data.get("evidence"), "evidence", _EVIDENCE)),
+        sessions=SessionsConfig(**_table(data.get("sessions"), "sessions", _SESSIONS)),
+        services=_services(data.get("services")),
         source=source,
         raw=data,
     )

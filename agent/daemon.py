@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
 import logging
 import platform
 import signal
@@ -40,6 +41,11 @@ from hal.device import DeviceEvent
 __all__ = ["Agent", "HOT_RELOADABLE"]
 
 log = logging.getLogger(__name__)
+
+# Components started after the core (store, peripherals, uplink, health), in
+# this order, and stopped in reverse. Each is "module:Class"; the class is
+# built as Class(agent) and has ``async start()`` and ``async stop()``.
+COMPONENTS: list[str] = []
 
 # Tables whose change applies in place on SIGHUP; any other change restarts
 # the components in-process (the process, its PID and its watchdog stay).
@@ -67,6 +73,7 @@ class Agent:
         self._bd_seq = 0
         self._pending_reliable: list[tuple[str, bytes, bool]] = []
         self._watchdog: asyncio.TimerHandle | None = None
+        self.components: dict[str, Any] = {}
 
     # -- top level ------------------------------------------------------------
 
@@ -113,7 +120,8 @@ class Agent:
             notify(f"STATUS=reload refused: {exc}")
             return
         changed = [name for name in ("kiosk", "mqtt", "storage", "hal", "health", "keys", "devices",
-                                     "sim", "logging") if getattr(new, name) != getattr(self.cfg, name)]
+                                     "sim", "logging", "commands", "evidence", "sessions", "services")
+                   if getattr(new, name) != getattr(self.cfg, name)]
         log.info("configuration reloaded; changed: %s", ", ".join(changed) or "nothing")
         if all(name in HOT_RELOADABLE for name in changed):
             self._apply_config(new)
@@ -160,6 +168,12 @@ class Agent:
         self._sync_all_alarms()
         self.health.start()
         stack.callback(self.health.stop)
+
+        for spec in COMPONENTS:
+            component = _load_component(spec)(self)
+            await component.start()
+            stack.push_async_callback(component.stop)
+            self.components[spec.rsplit(":", 1)[1]] = component
 
         if self.peripherals.backend.simulated:
             self.simcontrol = SimControl(socket_path(cfg.storage.dir), self.peripherals.sim_actions())
@@ -279,6 +293,11 @@ class Agent:
             self._watchdog = loop.call_later(interval, ping)
 
         ping()
+
+
+def _load_component(spec: str) -> Any:
+    module, _, name = spec.partition(":")
+    return getattr(importlib.import_module(module), name)
 
 
 def run_agent(cfg: Config) -> int:

@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import sys
 import time
@@ -112,11 +113,15 @@ def cmd_watch(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_broker_args(parser: argparse.ArgumentParser) -> None:
+def add_broker_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--broker", required=True, help="mqtt://host:port or mqtts://host:port")
     parser.add_argument("--ca-file", help="CA certificate for mqtts://")
     parser.add_argument("--cert-file", help="client certificate for mqtts://")
     parser.add_argument("--key-file", help="client key for mqtts://")
+
+
+# Modules adding subcommands: each has ``register(subparsers)``.
+COMMAND_MODULES: list[str] = []
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -124,12 +129,14 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     watch = sub.add_parser("watch", help="print one line per state, health and alarm message")
-    _add_broker_args(watch)
+    add_broker_args(watch)
     watch.add_argument("--fleet", required=True)
     watch.add_argument("--kiosk", default="+", help="one kiosk id (default: all of the fleet)")
     watch.add_argument("--json", action="store_true", help="one JSON object per message, for scripts")
     watch.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
     watch.set_defaults(func=cmd_watch)
+    for module in COMMAND_MODULES:
+        importlib.import_module(module).register(sub)
     return parser
 
 
