@@ -8,12 +8,18 @@
 ``send(topic, payload)`` hands the message to the uplink path (the outbox
 once it exists); a raise or clear that happens while the kiosk is offline is
 delivered in order when it reconnects.
+
+The active set is kept in the store: after a restart the agent still knows
+which ``alarm/{code}`` messages it left retained as active, so a door closed
+while the agent was down is cleared at start instead of staying "open" on
+every dashboard.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+import sqlite3
 from typing import Callable
 
 from agent.contract import Topics, encode, envelope, now_ms
@@ -47,12 +53,18 @@ class Alarms:
     """The set of active alarms; every change is sent at once."""
 
     def __init__(self, kiosk: str, topics: Topics, send: Send,
-                 on_change: Callable[[], None] | None = None) -> None:
+                 on_change: Callable[[], None] | None = None, conn: sqlite3.Connection | None = None) -> None:
         self.kiosk = kiosk
         self.topics = topics
         self._send = send
         self._on_change = on_change
+        self._conn = conn
         self.active: dict[str, ActiveAlarm] = {}
+        if conn is not None:
+            conn.execute("CREATE TABLE IF NOT EXISTS alarms (code TEXT PRIMARY KEY, since INTEGER NOT NULL, "
+                         "detail TEXT NOT NULL, device TEXT)")
+            for code, since, detail, device in conn.execute("SELECT code, since, detail, device FROM alarms"):
+                self.active[code] = ActiveAlarm(code, since, detail, device)
 
     def codes(self) -> list[str]:
         return sorted(self.active)
@@ -63,6 +75,8 @@ class Alarms:
             return False
         alarm = ActiveAlarm(code, now_ms(), detail, device)
         self.active[code] = alarm
+        self._persist("INSERT OR REPLACE INTO alarms VALUES (?, ?, ?, ?)",
+                      (code, alarm.since, alarm.detail, alarm.device))
         log.warning("alarm raised: %s %s", code, detail)
         self._publish(alarm, True)
         return True
@@ -71,6 +85,7 @@ class Alarms:
         alarm = self.active.pop(code, None)
         if alarm is None:
             return False
+        self._persist("DELETE FROM alarms WHERE code = ?", (code,))
         log.info("alarm cleared: %s", code)
         self._publish(ActiveAlarm(code, now_ms(), detail or "cleared", alarm.device), False)
         return True
@@ -85,6 +100,16 @@ class Alarms:
             self.clear(code)
         for code in sorted(asserted - owned):
             self.raise_(code, detail or f"{device}: {code}", device=device)
+
+    def _persist(self, sql: str, args: tuple[object, ...]) -> None:
+        if self._conn is None:
+            return
+        try:
+            with self._conn:
+                self._conn.execute(sql, args)
+        except sqlite3.Error as exc:
+            # A full disk must not stop the alarm from going out.
+            log.error("alarm state not persisted: %s", exc)
 
     def _publish(self, alarm: ActiveAlarm, active: bool) -> None:
         payload = envelope(self.kiosk, code=alarm.code, active=active, since=alarm.since,

@@ -56,6 +56,17 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_selftest(args: argparse.Namespace) -> int:
+    cfg = _load(args.config)
+    _setup_logging("WARNING")
+    from agent.selftest import run_selftest
+    try:
+        return run_selftest(cfg, as_json=args.json)
+    except BackendUnavailable as exc:
+        print(f"{args.config}: hal.backend: {exc}", file=sys.stderr)
+        return EX_CONFIG
+
+
 def cmd_sim(args: argparse.Namespace) -> int:
     cfg = _load(args.config)
     from agent.simcontrol import send_sim_command, socket_path
@@ -82,6 +93,11 @@ def build_parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check-config", help="validate a configuration file without starting")
     check.add_argument("file", type=Path, nargs="?", default=DEFAULT_SIM_CONFIG)
     check.set_defaults(func=cmd_check_config)
+
+    selftest = sub.add_parser("selftest", help="exercise every configured peripheral; non-zero exit on failure")
+    selftest.add_argument("--config", type=Path, default=Path("/etc/kiosk-agent/agent.toml"))
+    selftest.add_argument("--json", action="store_true", help="results as JSON on stdout")
+    selftest.set_defaults(func=cmd_selftest)
 
     sim = sub.add_parser("sim", help="drive a running agent's simulators (sim backend only)")
     sim.add_argument("--config", type=Path, required=True)

@@ -30,7 +30,7 @@ from agent.alarms import Alarms
 from agent.config import Config, load_config
 from agent.contract import CONTRACT_VERSION, Topics, encode, envelope
 from agent.errors import AgentError, ConfigError, NotConnected
-from agent.health import HealthReporter
+from agent.health import HealthReporter, system_alarms, system_snapshot
 from agent.peripherals import Peripherals
 from agent.sdnotify import notify, watchdog_interval
 from agent.simcontrol import SimControl, socket_path
@@ -46,6 +46,9 @@ log = logging.getLogger(__name__)
 # this order, and stopped in reverse. Each is "module:Class"; the class is
 # built as Class(agent) and has ``async start()`` and ``async stop()``.
 COMPONENTS: list[str] = []
+
+SYSTEM = "system"          # owner of the board's own alarms (disk, temperature, supply)
+SYSTEM_CHECK_S = 60.0
 
 # Tables whose change applies in place on SIGHUP; any other change restarts
 # the components in-process (the process, its PID and its watchdog stay).
@@ -74,6 +77,7 @@ class Agent:
         self._pending_reliable: list[tuple[str, bytes, bool]] = []
         self._watchdog: asyncio.TimerHandle | None = None
         self.components: dict[str, Any] = {}
+        self._system_timer: asyncio.TimerHandle | None = None
 
     # -- top level ------------------------------------------------------------
 
@@ -149,7 +153,8 @@ class Agent:
         self.store = Store.open(cfg.storage.dir)
         stack.callback(self._close_store)
 
-        self.alarms = Alarms(cfg.kiosk.id, self.topics, self._send_reliable, on_change=self._health_changed)
+        self.alarms = Alarms(cfg.kiosk.id, self.topics, self._send_reliable, on_change=self._health_changed,
+                             conn=self.store.conn)
         self.peripherals = Peripherals(cfg, on_event=self._on_device_event)
         self.peripherals.build()
         self.peripherals.start()
@@ -166,6 +171,8 @@ class Agent:
         stack.push_async_callback(self._stop_uplink)
 
         self._sync_all_alarms()
+        self._check_system()
+        stack.callback(lambda: self._system_timer.cancel() if self._system_timer else None)
         self.health.start()
         stack.callback(self.health.stop)
 
@@ -265,9 +272,28 @@ class Agent:
         self.alarms.sync_device(name, status.alarms, status.detail)
 
     def _sync_all_alarms(self) -> None:
-        assert self.peripherals is not None
+        assert self.peripherals is not None and self.alarms is not None
         for name in self.peripherals.devices:
             self._sync_device_alarms(name)
+        # Left active by an earlier run for a device no longer configured.
+        for code, alarm in list(self.alarms.active.items()):
+            if alarm.device not in (None, SYSTEM) and alarm.device not in self.peripherals.devices:
+                self.alarms.clear(code, "device no longer configured")
+
+    def _check_system(self) -> None:
+        """Disk, temperature and supply alarms; re-armed every SYSTEM_CHECK_S."""
+        if self.alarms is None:
+            return
+        snapshot = system_snapshot(self.cfg.storage.dir)
+        found = system_alarms(snapshot, min_free_mb=self.cfg.storage.min_free_mb,
+                              temp_high_c=self.cfg.health.temp_high_c)
+        for code in ("disk_low", "temp_high", "undervoltage"):
+            owner = self.alarms.active.get(code)
+            if code in found:
+                self.alarms.raise_(code, found[code], device=SYSTEM)
+            elif owner is not None and owner.device == SYSTEM:
+                self.alarms.clear(code)
+        self._system_timer = asyncio.get_running_loop().call_later(SYSTEM_CHECK_S, self._check_system)
 
     def _health_changed(self) -> None:
         if self.health is not None:

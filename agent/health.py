@@ -56,6 +56,27 @@ def system_snapshot(storage_dir: Path) -> dict[str, Any]:
     }
 
 
+_THROTTLED = Path("/sys/devices/platform/soc/soc:firmware/get_throttled")
+
+
+def system_alarms(snapshot: dict[str, Any], *, min_free_mb: float, temp_high_c: float,
+                  throttled_path: Path = _THROTTLED) -> dict[str, str]:
+    """Alarm code → detail for what the board itself reports as wrong."""
+    found: dict[str, str] = {}
+    if snapshot["disk_total_mb"] and snapshot["disk_free_mb"] < min_free_mb:
+        found["disk_low"] = f"{snapshot['disk_free_mb']:.0f} MB free, watermark {min_free_mb:.0f} MB"
+    temp = snapshot.get("cpu_temp_c")
+    if temp is not None and temp >= temp_high_c:
+        found["temp_high"] = f"SoC at {temp:.1f} °C, limit {temp_high_c:.0f} °C"
+    try:
+        # Pi firmware: bit 0 = under-voltage now (bit 16 = since boot).
+        if int(throttled_path.read_text().strip(), 16) & 0x1:
+            found["undervoltage"] = "supply below 4.63 V"
+    except (OSError, ValueError):
+        pass
+    return found
+
+
 class HealthReporter:
     """Builds health payloads and decides when to send them.
 

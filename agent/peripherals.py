@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
@@ -35,7 +37,9 @@ class Peripherals:
                  backend: Backend | None = None, run_dir: Path | None = None) -> None:
         self.cfg = cfg
         self.backend = backend or select_backend(cfg.hal.backend)
-        self.run_dir = run_dir or (cfg.storage.dir / "run")
+        # Simulators' pty links live in a private temporary directory: short
+        # paths, nothing left in storage.dir, several agents side by side.
+        self.run_dir = run_dir or Path(tempfile.mkdtemp(prefix="kiosk-sim-"))
         self._on_event = on_event
         self.devices: dict[str, Peripheral] = {}
         self.simulators: dict[str, Any] = {}
@@ -99,6 +103,8 @@ class Peripherals:
                 log.warning("simulator did not stop cleanly: %s", exc)
         if self.pins is not None:
             self.pins.close()
+        if self.run_dir.name.startswith("kiosk-sim-"):
+            shutil.rmtree(self.run_dir, ignore_errors=True)
 
     def _emit(self, event: DeviceEvent) -> None:
         # Called on HAL threads; agent state belongs to the loop.

@@ -141,3 +141,25 @@ def test_sd_notify_ready_watchdog_stopping(agent_factory: type[AgentProcess], tm
     agent.terminate()
     wait_until(lambda: "STOPPING=1" in drain(), 5, message="STOPPING=1")
     sock.close()
+
+
+def test_alarm_left_active_is_cleared_after_a_restart(agent_factory: type[AgentProcess],
+                                                      subscriber: Subscriber) -> None:
+    agent = agent_factory().start()
+    subscriber.wait_for("/state", online, timeout=15)
+    assert agent.sim("door", "open")["ok"]
+    subscriber.wait_for("/alarm/door_open", lambda d: d["active"], timeout=5)
+    agent.kill()
+    # The door is shut while the agent is down (the simulated pin starts low).
+    agent.start()
+    subscriber.wait_for("/alarm/door_open", lambda d: not d["active"], timeout=15)
+
+
+def test_disk_low_alarm(agent_factory: type[AgentProcess], subscriber: Subscriber) -> None:
+    agent = agent_factory()
+    text = agent.config.read_text().replace('dir = "', 'min_free_mb = 99999999\ndir = "', 1)
+    agent.config.write_text(text)
+    agent.start()
+    # A watermark of ~100 TB: every disk is below it.
+    raised = subscriber.wait_for("/alarm/disk_low", lambda d: d["active"], timeout=15)
+    assert "MB free" in raised.data["detail"] and raised.data["device"] == "system"

@@ -1,0 +1,27 @@
+# SPDX-License-Identifier: Apache-2.0
+"""``kiosk-agent selftest`` from outside."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from agent.devrun import write_sim_config
+
+
+def selftest(config: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "agent", "selftest", "--config", str(config), *extra],
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_selftest_passes_on_the_simulation_config(tmp_path: Path) -> None:
+    config = write_sim_config(tmp_path / "agent.toml", "mqtt://127.0.0.1:1", tmp_path / "state")
+    proc = selftest(config)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "self-test passed" in proc.stdout
+    for device in ("door", "tamper", "presence", "light_tower"):
+        assert device in proc.stdout
+    report = json.loads(selftest(config, "--json").stdout)
+    assert report and all(r["passed"] for r in report)
