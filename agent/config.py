@@ -97,6 +97,22 @@ class SerialDeviceConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class CoprocConfig:
+    """The RP2040 link and the host watchdog policy it enforces."""
+
+    enabled: bool = True
+    url: str | None = None
+    baudrate: int = 115200
+    poll_interval_s: float = 1.0            # heartbeat period
+    watchdog_enabled: bool = True
+    watchdog_timeout_s: int = 120           # no heartbeat this long: power-cycle the Pi
+    watchdog_grace_s: int = 300             # after a power-up, before the first heartbeat counts
+    watchdog_max_per_hour: int = 3
+    firmware_public_keys: tuple[bytes, ...] = ()
+    temp_high_c: float = 50.0               # enclosure
+
+
+@dataclasses.dataclass(frozen=True)
 class CameraConfig:
     enabled: bool = True
     width: int = 1280
@@ -122,10 +138,10 @@ class GpioConfig:
 
 @dataclasses.dataclass(frozen=True)
 class DevicesConfig:
-    idcard: SerialDeviceConfig = SerialDeviceConfig(baudrate=115200)
+    idcard: SerialDeviceConfig = SerialDeviceConfig(baudrate=115200, poll_interval_s=0.5)
     printer: SerialDeviceConfig = SerialDeviceConfig(baudrate=9600)
     scanner: SerialDeviceConfig = SerialDeviceConfig(baudrate=115200)
-    coproc: SerialDeviceConfig = SerialDeviceConfig(baudrate=115200)
+    coproc: CoprocConfig = CoprocConfig()
     camera: CameraConfig = CameraConfig()
     gpio: GpioConfig = GpioConfig()
 
@@ -288,6 +304,19 @@ _HAL = {"backend": (_choice("real", "sim"), True)}
 _HEALTH = {"interval_s": (_number(5, 86_400), False), "temp_high_c": (_number(20, 120), False)}
 _SERIAL = {"enabled": (_boolean, False), "url": (_serial_url, False),
            "baudrate": (_integer(1200, 4_000_000), False), "poll_interval_s": (_number(0.2, 600), False)}
+_COPROC = {**_SERIAL, "watchdog_enabled": (_boolean, False), "watchdog_timeout_s": (_integer(10, 86_400), False),
+           "watchdog_grace_s": (_integer(0, 86_400), False), "watchdog_max_per_hour": (_integer(0, 60), False),
+           "firmware_public_keys": (lambda k, v: tuple(_key32(f"{k}[{i}]", x, "Ed25519")
+                                                       for i, x in enumerate(_list(k, v))), False),
+           "temp_high_c": (_number(0, 120), False)}
+
+
+def _list(key: str, value: Any) -> list[Any]:
+    if not isinstance(value, list):
+        raise ConfigError(key, value, "an array")
+    return value
+
+
 _CAMERA = {"enabled": (_boolean, False), "width": (_integer(64, 8192), False),
            "height": (_integer(64, 8192), False)}
 _GPIO: dict[str, tuple[Check, bool]] = {
@@ -341,17 +370,19 @@ def _mqtt(raw: Any, kiosk_id: str) -> MqttConfig:
     return MqttConfig(host=parts.hostname, port=port, tls_enabled=tls_enabled, tls=tls, **fields)
 
 
-_DEVICE_DEFAULTS = {"idcard": 115200, "printer": 9600, "scanner": 115200, "coproc": 115200}
+_DEVICE_DEFAULTS = {"idcard": (115200, 0.5), "printer": (9600, 2.0), "scanner": (115200, 2.0)}
 
 
 def _devices(raw: Any) -> DevicesConfig:
     tables = _table(raw, "devices", {name: (lambda _k, v: v, False)
                                      for name in (*SERIAL_DEVICES, "camera", "gpio")})
     kwargs: dict[str, Any] = {}
-    for name in SERIAL_DEVICES:
+    for name, (baudrate, poll) in _DEVICE_DEFAULTS.items():
         fields = _table(tables.get(name), f"devices.{name}", _SERIAL)
-        fields.setdefault("baudrate", _DEVICE_DEFAULTS[name])
+        fields.setdefault("baudrate", baudrate)
+        fields.setdefault("poll_interval_s", poll)
         kwargs[name] = SerialDeviceConfig(**fields)
+    kwargs["coproc"] = CoprocConfig(**_table(tables.get("coproc"), "devices.coproc", _COPROC))
     kwargs["camera"] = CameraConfig(**_table(tables.get("camera"), "devices.camera", _CAMERA))
     kwargs["gpio"] = GpioConfig(**_table(tables.get("gpio"), "devices.gpio", _GPIO))
     return DevicesConfig(**kwargs)

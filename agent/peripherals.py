@@ -17,6 +17,7 @@ import asyncio
 import logging
 import shutil
 import tempfile
+import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -28,6 +29,8 @@ from hal.gpio import DebouncedInput, LightTower, PinFactory
 __all__ = ["Peripherals"]
 
 log = logging.getLogger(__name__)
+
+LOOP_STALE_S = 5.0
 
 
 class Peripherals:
@@ -46,7 +49,10 @@ class Peripherals:
         self.simulated: set[str] = set()
         self.pins: PinFactory | None = None
         self.light_tower: LightTower | None = None
+        self.coproc: Any = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_tick = time.monotonic()
+        self._ticker: asyncio.TimerHandle | None = None
 
     # -- construction ---------------------------------------------------------
 
@@ -73,6 +79,75 @@ class Peripherals:
                 self.light_tower.mode = self.cfg.kiosk.initial_service_mode
                 self._add(self.light_tower, self.backend.simulated)
 
+        self._build_serial()
+        camera = self.cfg.devices.camera
+        if camera.enabled:
+            from hal.camera import CameraDevice
+            self._add(CameraDevice("camera", self.backend.camera(width=camera.width, height=camera.height)),
+                      self.backend.simulated)
+        if self.cfg.devices.coproc.enabled:
+            self._build_coproc()
+
+    def _build_serial(self) -> None:
+        from hal.idcard import IdCardDevice
+        from hal.printer import PrinterDevice
+        from hal.scanner import ScannerDevice
+        from hal.sim import SIMULATORS
+
+        for name, cls in (("idcard", IdCardDevice), ("printer", PrinterDevice), ("scanner", ScannerDevice)):
+            dc = getattr(self.cfg.devices, name)
+            if not dc.enabled:
+                continue
+            url = dc.url
+            simulated = self.backend.simulated and url is None
+            if url is None and not simulated:
+                continue   # the real backend drives only the devices whose table gives a url
+            if simulated:
+                sim = SIMULATORS[name](dev_dir=self.run_dir / "dev")
+                url = sim.start()
+                self.simulators[name] = sim
+            assert url is not None
+            self._add(cls(name=name, url=url, baudrate=dc.baudrate, poll_interval_s=dc.poll_interval_s),
+                      simulated)
+
+    def _build_coproc(self) -> None:
+        from hal.coproc import CoprocDevice, shipped_firmware
+
+        cc = self.cfg.devices.coproc
+        url = cc.url
+        simulated = self.backend.simulated and url is None
+        if url is None and not simulated:
+            return
+        if simulated:
+            from hal.sim.coproc import FirmwareRunner
+            try:
+                runner = FirmwareRunner(self.run_dir / "coproc" / "flash", dev_dir=self.run_dir / "dev")
+            except FileNotFoundError as exc:
+                log.error("co-processor simulator unavailable: %s", exc)
+                return
+            runner.install()
+            runner.start()
+            self.simulators["coproc"] = runner
+            url = runner.url
+        firmware = shipped_firmware() if cc.firmware_public_keys else None
+        self.coproc = CoprocDevice(
+            url, baudrate=cc.baudrate, heartbeat_s=cc.poll_interval_s, temp_high_c=cc.temp_high_c,
+            watchdog={"enabled": int(cc.watchdog_enabled), "timeout_s": cc.watchdog_timeout_s,
+                      "grace_s": cc.watchdog_grace_s, "max_per_hour": cc.watchdog_max_per_hour},
+            public_keys=cc.firmware_public_keys, firmware=firmware, alive=self._loop_alive)
+        self.coproc.mode = self.cfg.kiosk.initial_service_mode
+        self._add(self.coproc, simulated)
+
+    def _loop_alive(self) -> bool:
+        # Heartbeats to the co-processor's host watchdog stop when the event
+        # loop stops ticking, so a hung agent gets its board power-cycled.
+        return time.monotonic() - self._loop_tick < LOOP_STALE_S
+
+    def _tick(self) -> None:
+        self._loop_tick = time.monotonic()
+        if self._loop is not None:
+            self._ticker = self._loop.call_later(1.0, self._tick)
+
     def _add(self, device: Peripheral, simulated: bool) -> None:
         self.devices[device.name] = device
         if simulated:
@@ -84,6 +159,7 @@ class Peripherals:
         self._loop = asyncio.get_running_loop()
         if not self.devices:
             self.build()
+        self._tick()
         for name, device in self.devices.items():
             try:
                 device.start(self._emit)
@@ -91,6 +167,9 @@ class Peripherals:
                 log.error("%s failed to start: %s", name, exc)
 
     def stop(self) -> None:
+        if self._ticker is not None:
+            self._ticker.cancel()
+            self._ticker = None
         for name, device in reversed(list(self.devices.items())):
             try:
                 device.stop()
@@ -152,6 +231,8 @@ class Peripherals:
     def show_mode(self, mode: str) -> None:
         if self.light_tower is not None:
             self.light_tower.show(mode)
+        if self.coproc is not None:
+            self.coproc.set_mode(mode)
 
 
 def _input_actions(device: DebouncedInput) -> dict[str, Callable[[list[str]], dict[str, Any]]]:
