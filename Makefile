@@ -4,8 +4,8 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 # Debian packages the tests use: the broker and its clients, FUSE for the
-# power-cut harness, systemd-analyze for the unit checks.
-APT_PACKAGES := mosquitto mosquitto-clients fuse3 systemd
+# power-cut harness, systemd-analyze and udevadm for the unit and rule checks.
+APT_PACKAGES := mosquitto mosquitto-clients fuse3 systemd udev
 
 .PHONY: run test test-long bench venv system-deps clean
 
@@ -35,6 +35,7 @@ system-deps:
 	command -v mosquitto_sub >/dev/null 2>&1 || missing="$$missing mosquitto-clients"; \
 	command -v fusermount3 >/dev/null 2>&1 || missing="$$missing fuse3"; \
 	command -v systemd-analyze >/dev/null 2>&1 || missing="$$missing systemd"; \
+	command -v udevadm >/dev/null 2>&1 || missing="$$missing udev"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 	    echo "installing:$$missing"; \

@@ -77,6 +77,9 @@ class DevBroker:
             "log_type error",
             "log_type warning",
             "log_type notice",
+            # As root mosquitto drops to the "mosquitto" user, which cannot read
+            # an ACL file or write a log inside a 0700 test directory.
+            "user root" if os.geteuid() == 0 and "user " not in self.extra_conf else "",
             self.extra_conf,
         ]
         conf.write_text("\n".join(line for line in lines if line) + "\n")

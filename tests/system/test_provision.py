@@ -1,0 +1,427 @@
+# SPDX-License-Identifier: Apache-2.0
+"""kiosk-provision end to end, in staging roots, with the real tools.
+
+    .venv/bin/python -m pytest tests/system/test_provision.py
+
+The acceptance case: provision non-interactively into a staging root, start
+the agent from that root against a mutual-TLS mosquitto, see its birth and
+health; re-run the provisioning and find nothing changed but the timestamp
+in its log. Plus: bundles that do not fit are refused, keys are kept unless
+rotated, the answer file works, decommission erases keys and citizen data.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as paho
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from mtlskit import Pki, broker_conf
+from paho.mqtt.enums import CallbackAPIVersion
+from sandbox import sandbox_argv
+
+from agent.config import load_config
+from agent.devbroker import DevBroker, find_mosquitto
+from fleet import ca as fca
+
+WAIT = 60.0
+UNIT = Path(__file__).resolve().parents[2] / "systemd" / "kiosk-agent.service"
+PROVISION = str(Path(sys.executable).with_name("kiosk-provision"))
+
+
+def _user_exists() -> bool:
+    import pwd
+
+    try:
+        pwd.getpwnam("kiosk-agent")
+        return True
+    except KeyError:
+        return False
+
+
+def _kernel() -> tuple[int, int]:
+    major, minor = os.uname().release.split(".")[:2]
+    return int(major), int("".join(ch for ch in minor if ch.isdigit()) or 0)
+
+
+def _provision(root: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run([PROVISION, "--root", str(root), "--non-interactive", *args],
+                            capture_output=True, text=True, timeout=240, check=False)
+    if check:
+        assert result.returncode == 0, result.stdout + result.stderr
+    return result
+
+
+def _basic(kiosk: str, url: str, ca_dir: Path | None = None) -> list[str]:
+    args = ["--kiosk-id", kiosk, "--fleet", "north", "--site", "Outlet 37, Main St Post Office",
+            "--mqtt-url", url]
+    return args + (["--ca-dir", str(ca_dir)] if ca_dir else [])
+
+
+def _snapshot(root: Path) -> dict[str, tuple[Any, ...]]:
+    """Every path under root: type, mode, owner, mtime, content hash or link target."""
+    snap: dict[str, tuple[Any, ...]] = {}
+    for path in sorted(root.rglob("*")):
+        st = path.lstat()
+        rel = str(path.relative_to(root))
+        if path.is_symlink():
+            snap[rel] = ("link", os.readlink(path))
+        elif path.is_file():
+            snap[rel] = ("file", st.st_mode, st.st_uid, st.st_mtime_ns, path.read_bytes())
+        else:
+            snap[rel] = ("dir", st.st_mode, st.st_uid, st.st_mtime_ns)
+    return snap
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    return Pki(tmp_path_factory.mktemp("pki"))
+
+
+@pytest.fixture(scope="module")
+def mtls_broker(pki: Pki, tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevBroker]:
+    if find_mosquitto() is None:
+        pytest.fail("mosquitto is not installed (apt-get install mosquitto)")
+    workdir = tmp_path_factory.mktemp("broker")
+    acl = fca.acl_text(["north"], readers=("fleet-monitor",))
+    with DevBroker(workdir, extra_conf=broker_conf(pki, acl, workdir), persistence=False) as broker:
+        yield broker
+
+
+class Monitor:
+    """The fleet's view: an MQTT 5 client with the fleet-monitor certificate, reading kiosk/v1/north/#."""
+
+    def __init__(self, broker: DevBroker, pki: Pki) -> None:
+        cert, key = pki.client("fleet-monitor")
+        self.messages: list[tuple[str, bytes]] = []
+        self.cond = threading.Condition()
+        self.c = paho.Client(CallbackAPIVersion.VERSION2, client_id="fleet-monitor", protocol=paho.MQTTv5)
+        self.c.tls_set(ca_certs=str(pki.ca_file), certfile=str(cert), keyfile=str(key))
+        self.c.on_connect = lambda c, _u, _f, rc, _p: c.subscribe("kiosk/v1/north/#", qos=1)
+        self.c.on_message = self._on_message
+        self.c.connect("127.0.0.1", broker.port, keepalive=30)
+        self.c.loop_start()
+
+    def _on_message(self, _c: Any, _u: Any, msg: paho.MQTTMessage) -> None:
+        with self.cond:
+            self.messages.append((msg.topic, msg.payload))
+            self.cond.notify_all()
+
+    def wait_for(self, topic: str, what: str) -> dict[str, Any]:
+        def found() -> bool:
+            return any(t == topic and p for t, p in self.messages)
+        with self.cond:
+            assert self.cond.wait_for(found, timeout=WAIT), f"no {what} on {topic}; got {[t for t, _ in self.messages]}"
+            payload = next(p for t, p in reversed(self.messages) if t == topic and p)
+        doc: dict[str, Any] = json.loads(payload)
+        return doc
+
+    def close(self) -> None:
+        self.c.disconnect()
+        self.c.loop_stop()
+
+
+def test_provision_start_agent_over_mtls_and_rerun(mtls_broker: DevBroker, pki: Pki, tmp_path: Path) -> None:
+    root = tmp_path / "kiosk"
+    url = f"mqtts://127.0.0.1:{mtls_broker.port}"
+    first = _provision(root, *_basic("k-0001", url, pki.base / "ca"), "--backend", "sim", "--staged-paths")
+    assert "[8/8]" in first.stdout and "provisioned" in first.stdout
+    cfg = load_config(root / "etc/kiosk-agent/agent.toml")          # the agent's own validation
+    assert cfg.kiosk.id == "k-0001" and cfg.mqtt.tls_enabled
+    assert "self-test passed" in first.stdout, first.stdout
+
+    monitor = Monitor(mtls_broker, pki)
+    log = tmp_path / "agent.log"
+    # The agent runs under the unit's seccomp filter, address families,
+    # NoNewPrivileges and W^X (tests/system/sandbox.py): TLS, sqlite, asyncio
+    # and the simulators with them.
+    argv = sandbox_argv(UNIT, tmp_path, [sys.executable, "-m", "agent", "run", "--config",
+                                         str(root / "etc/kiosk-agent/agent.toml")])
+    with open(log, "wb") as out:
+        agent = subprocess.Popen(argv,
+                                 stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+                                 env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        birth = monitor.wait_for("kiosk/v1/north/k-0001/state", "birth")
+        assert birth["online"] is True and birth["kiosk"] == "k-0001", birth
+        health = monitor.wait_for("kiosk/v1/north/k-0001/health", "health")
+        assert health["kiosk"] == "k-0001"
+        started = log.read_text(errors="replace")
+        assert "SANDBOX on" in started, started
+        if _kernel() >= (6, 3):
+            assert "MDWE on" in started
+    except AssertionError:
+        raise AssertionError(log.read_text(errors="replace")[-3000:]) from None
+    finally:
+        agent.send_signal(signal.SIGTERM)
+        try:
+            agent.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            agent.kill()
+            agent.wait()
+        monitor.close()
+
+    # Re-run: the agent's own state (agent.db) is not the installer's; compare the rest.
+    before = {k: v for k, v in _snapshot(root).items() if not k.startswith("var/lib/kiosk-agent/")}
+    log_before = (root / "var/log/kiosk-provision.log").read_text()
+    time.sleep(1.1)                        # so a rewritten log would show a new second
+    second = _provision(root, *_basic("k-0001", url, pki.base / "ca"), "--backend", "sim", "--staged-paths")
+    after = {k: v for k, v in _snapshot(root).items() if not k.startswith("var/lib/kiosk-agent/")}
+    changed = sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
+    assert changed == ["var/log/kiosk-provision.log"], changed
+    log_after = (root / "var/log/kiosk-provision.log").read_text()
+    assert log_before.splitlines()[1:] == log_after.splitlines()[1:]
+    assert log_before.splitlines()[0] != log_after.splitlines()[0]       # the timestamp
+    assert "kept" in second.stdout and "unchanged" in second.stdout
+
+
+def test_staged_install_files_and_modes(pki: Pki, tmp_path: Path) -> None:
+    root = tmp_path / "kiosk"
+    result = _provision(root, *_basic("k-0007", "mqtts://broker.example:8883", pki.base / "ca"))
+    assert "skipped" in result.stdout                    # selftest: paths point at the kiosk's /etc
+    etc = root / "etc/kiosk-agent"
+    modes = {p.name: p.stat().st_mode & 0o777 for p in (etc / "keys").iterdir()}
+    assert modes["signing.key"] == modes["tls.key"] == 0o600
+    assert (etc / "keys").stat().st_mode & 0o777 == 0o700
+    assert (etc / "agent.toml").stat().st_mode & 0o777 == 0o640
+    text = (etc / "agent.toml").read_text()
+    assert 'cert_file = "/etc/kiosk-agent/keys/tls.crt"' in text and 'url = "/dev/kiosk/printer"' in text
+    unit = (root / "etc/systemd/system/kiosk-agent.service").read_text()
+    assert "ExecStart=/opt/kiosk-agent/bin/kiosk-agent run --config /etc/kiosk-agent/agent.toml" in unit
+    wants = root / "etc/systemd/system/multi-user.target.wants/kiosk-agent.service"
+    assert os.readlink(wants) == "/etc/systemd/system/kiosk-agent.service"
+    timer = root / "etc/systemd/system/timers.target.wants/kiosk-agent-renew.timer"
+    assert os.readlink(timer) == "/etc/systemd/system/kiosk-agent-renew.timer"
+    renew_unit = (root / "etc/systemd/system/kiosk-agent-renew.service").read_text()
+    assert "ExecStart=/opt/kiosk-agent/bin/kiosk-provision renew" in renew_unit
+    assert (root / "etc/udev/rules.d/99-kiosk.rules").exists() and (root / "etc/tmpfiles.d/kiosk-agent.conf").exists()
+    slip = (etc / "commissioning-slip.txt").read_text()
+    assert "k-0007" in slip and "Outlet 37" in slip and '"kiosk":"k-0007"' in slip
+    # No key material outside the kiosk's keys directory, and none shared with another kiosk.
+    other = tmp_path / "other"
+    _provision(other, *_basic("k-0008", "mqtts://broker.example:8883", pki.base / "ca"))
+    for name in ("signing.key", "tls.key", "tls.crt"):
+        assert (etc / "keys" / name).read_bytes() != (other / "etc/kiosk-agent/keys" / name).read_bytes()
+
+
+def test_offline_enrolment_with_a_bundle(pki: Pki, tmp_path: Path) -> None:
+    root = tmp_path / "kiosk"
+    url = "mqtts://broker.example:8883"
+    pending = _provision(root, *_basic("k-0009", url), check=False)
+    assert pending.returncode == 3 and "waiting for the certificate" in pending.stdout, pending.stdout
+    csr = (root / "etc/kiosk-agent/keys/tls.csr").read_bytes()
+    bundle = tmp_path / "k-0009.bundle.pem"
+    bundle.write_bytes(fca.sign_csr(fca.load_ca(pki.base / "ca"), csr, kiosk_id="k-0009").pem())
+    done = _provision(root, *_basic("k-0009", url), "--bundle", str(bundle))
+    assert "certificate created" in done.stdout
+    # A bundle for another key (another kiosk's CSR) is refused with its code.
+    other_key = ec.generate_private_key(ec.SECP256R1())
+    from provisioning.keys import make_csr
+    wrong = tmp_path / "wrong.pem"
+    wrong.write_bytes(fca.sign_csr(fca.load_ca(pki.base / "ca"), make_csr(other_key, "k-0009")).pem())
+    refused = _provision(root, *_basic("k-0009", url), "--bundle", str(wrong), check=False)
+    assert refused.returncode == 1 and "[provision.enrol]" in refused.stderr and "another key" in refused.stderr
+
+
+def test_answer_file_keys_kept_and_rotation(pki: Pki, tmp_path: Path) -> None:
+    answers = tmp_path / "answers.toml"
+    answers.write_text('kiosk_id = "k-0010"\nfleet = "north"\nsite = "Outlet 9"\n'
+                       'mqtt_url = "mqtts://broker.example:8883"\nca_dir = "pki/ca"\n')
+    (tmp_path / "pki").symlink_to(pki.base)
+    root = tmp_path / "kiosk"
+    _provision(root, "--answers", str(answers))
+    key_file = root / "etc/kiosk-agent/keys/signing.key"
+    first = key_file.read_bytes()
+    _provision(root, "--answers", str(answers))
+    assert key_file.read_bytes() == first                      # kept
+    _provision(root, "--answers", str(answers), "--rotate-keys")
+    assert key_file.read_bytes() != first                      # rotated, old one kept aside
+    assert list((root / "etc/kiosk-agent/keys").glob("signing.key.old-*"))
+    bad = tmp_path / "bad.toml"
+    bad.write_text('kiosk_id = "K 1"\n')
+    result = _provision(root, "--answers", str(bad), check=False)
+    assert result.returncode == 1 and "--kiosk-id" in result.stderr and "[provision.answer]" in result.stderr
+
+
+def test_decommission_erases_keys_and_citizen_data(pki: Pki, tmp_path: Path) -> None:
+    root = tmp_path / "kiosk"
+    _provision(root, *_basic("k-0011", "mqtts://broker.example:8883", pki.base / "ca"))
+    storage = root / "var/lib/kiosk-agent"
+    (storage / "agent.db").write_bytes(b"SQLite format 3\0 citizen")
+    (storage / "agent.db-wal").write_bytes(b"wal")
+    (storage / "evidence").mkdir()
+    (storage / "evidence" / "tx-1.bin").write_bytes(b"sealed")
+    result = subprocess.run([PROVISION, "--root", str(root), "decommission", "--yes"], capture_output=True,
+                            text=True, timeout=120, check=False)
+    assert result.returncode == 0, result.stderr
+    for gone in ("etc/kiosk-agent/keys/signing.key", "etc/kiosk-agent/keys/tls.key",
+                 "var/lib/kiosk-agent/agent.db", "var/lib/kiosk-agent/evidence",
+                 "etc/systemd/system/multi-user.target.wants/kiosk-agent.service"):
+        assert not (root / gone).exists(), gone
+        assert f"removed /{gone}" in result.stdout, result.stdout
+    assert list((root / "etc/kiosk-agent/keys").iterdir()) == [] and list(storage.iterdir()) == []
+    again = subprocess.run([PROVISION, "--root", str(root), "decommission", "--yes"], capture_output=True,
+                           text=True, timeout=120, check=False)
+    assert again.returncode == 0 and "nothing to remove" in again.stdout
+
+
+def test_ca_refuses_reserved_and_foreign_ids(pki: Pki) -> None:
+    ca = fca.load_ca(pki.base / "ca")
+    key = ec.generate_private_key(ec.SECP256R1())
+    from provisioning.keys import make_csr
+    for reserved in ("enrol", "claim-k-1", "fleet-ca"):
+        with pytest.raises(fca.CaError):
+            fca.sign_csr(ca, make_csr(key, reserved))
+    csr = make_csr(key, "k-0012")
+    with pytest.raises(fca.CaError, match="not the kiosk"):
+        fca.answer_enrolment(ca, "claim-k-0013", csr)
+    assert fca.answer_enrolment(ca, "claim-k-0012", csr).common_name == "k-0012"    # first enrolment
+    assert fca.answer_enrolment(ca, "k-0012", csr).common_name == "k-0012"          # renewal
+    bundle = fca.parse_bundle(fca.sign_csr(ca, csr).pem())
+    assert bundle.cert.public_key() == key.public_key()
+    assert (pki.base / "ca" / fca.CA_KEY).stat().st_mode & 0o777 == 0o600
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                            serialization.NoEncryption())
+    assert b"PRIVATE KEY" not in fca.sign_csr(ca, csr).pem() and pem
+
+
+def test_commissioning_slip_on_the_printer_simulator(pki: Pki, tmp_path: Path) -> None:
+    """The slip goes through the real ESC/POS driver to the printer simulator on a pty."""
+    from hal.sim.printer import PrinterSim
+
+    sim = PrinterSim(dev_dir=tmp_path / "dev")
+    url = sim.start()
+    try:
+        root = tmp_path / "kiosk"
+        result = _provision(root, *_basic("k-0014", "mqtts://broker.example:8883", pki.base / "ca"),
+                            "--printer", url)
+        assert f"printed on {url}" in result.stdout, result.stdout
+        deadline = time.monotonic() + WAIT
+        while "[CUT" not in sim.transcript_text() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        printed = sim.transcript_text()
+        assert "Kiosk:  k-0014" in printed and "Outlet 37" in printed, printed
+        assert '[QR] {"fleet":"north","kiosk":"k-0014"' in printed and "[CUT" in printed, printed
+        # Out of paper: provisioning says so and still succeeds (the text file is the record).
+        sim.set_state(paper_out=True)
+        again = _provision(root, *_basic("k-0014", "mqtts://broker.example:8883", pki.base / "ca"),
+                           "--printer", url)
+        assert "not printed: the printer reports" in again.stdout and "paper_out" in again.stdout, again.stdout
+    finally:
+        sim.stop()
+
+
+def test_ca_commands_offline_flow(tmp_path: Path) -> None:
+    """``kioskctl ca init / sign / claim / acl`` (run as ``python -m fleet.ca_cli`` until kioskctl registers it)."""
+    def ca(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "fleet.ca_cli", "ca", *args], capture_output=True, text=True,
+                              timeout=120, check=False, cwd=tmp_path)
+
+    cadir = str(tmp_path / "ca")
+    assert ca("init", "--dir", cadir).returncode == 0
+    again = ca("init", "--dir", cadir)
+    assert again.returncode == 1 and "refusing to overwrite" in again.stderr
+    root = tmp_path / "kiosk"
+    pending = _provision(root, *_basic("k-0015", "mqtts://broker.example:8883"), check=False)
+    assert pending.returncode == 3
+    csr = str(root / "etc/kiosk-agent/keys/tls.csr")
+    wrong = ca("sign", csr, "--dir", cadir, "--kiosk", "k-0016")
+    assert wrong.returncode == 1 and "not the kiosk" in wrong.stderr
+    signed = ca("sign", csr, "--dir", cadir, "--kiosk", "k-0015", "--days", "30")
+    assert signed.returncode == 0 and (tmp_path / "k-0015.bundle.pem").exists(), signed.stderr
+    done = _provision(root, *_basic("k-0015", "mqtts://broker.example:8883"), "--bundle",
+                      str(tmp_path / "k-0015.bundle.pem"))
+    assert "certificate created" in done.stdout
+    assert "(29 days)" in done.stdout or "(30 days)" in done.stdout, done.stdout
+    assert "warning: the certificate expires in" in done.stdout                 # < 60 days: renew
+    claim = ca("claim", "k-0015", "--dir", cadir, "--hours", "2")
+    assert claim.returncode == 0 and ((tmp_path / "claim-k-0015.pem").stat().st_mode & 0o777) == 0o600
+    acl = ca("acl", "--fleet", "north")
+    assert "pattern readwrite kiosk/v1/north/%u/#" in acl.stdout and "+/%u" not in acl.stdout
+
+
+def test_interactive_prompts_with_defaults(pki: Pki, tmp_path: Path) -> None:
+    """On a terminal it asks for what the flags did not give; Enter keeps the value shown."""
+    import pty
+
+    master, slave = pty.openpty()
+    root = tmp_path / "kiosk"
+    proc = subprocess.Popen([PROVISION, "--root", str(root), "--fleet", "north", "--ca-dir", str(pki.base / "ca")],
+                            stdin=slave, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    os.close(slave)
+    # kiosk id, fleet (Enter keeps "north"), site, broker URL, bundle (Enter: none; --ca-dir signs)
+    os.write(master, b"k-0017\n\nOutlet 17\nmqtts://broker.example:8883\n\n")
+    try:
+        out, err = proc.communicate(timeout=120)
+    finally:
+        os.close(master)
+    assert proc.returncode == 0, out + err
+    assert "Fleet [north]:" in out
+    cfg = load_config(root / "etc/kiosk-agent/agent.toml")
+    assert (cfg.kiosk.id, cfg.kiosk.fleet, cfg.kiosk.site) == ("k-0017", "north", "Outlet 17")
+
+
+def test_real_root_in_a_private_namespace(pki: Pki, tmp_path: Path) -> None:
+    """The path an installer takes (root ``/``): useradd, groups, chown, selftest, decommission.
+
+    /etc and /var are overlay mounts inside a private mount namespace, so
+    the real user database and file system of this machine are never touched.
+    """
+    import shutil
+
+    if os.geteuid() != 0 or shutil.which("unshare") is None:
+        pytest.skip("needs root and unshare for a private mount namespace")
+    host_before = (_user_exists(), Path("/etc/kiosk-agent").exists())
+    for d in ("ue", "we", "uv", "wv"):
+        (tmp_path / d).mkdir()
+    script = f"""
+set -e
+mount -t overlay overlay -o lowerdir=/etc,upperdir={tmp_path}/ue,workdir={tmp_path}/we /etc
+mount -t overlay overlay -o lowerdir=/var,upperdir={tmp_path}/uv,workdir={tmp_path}/wv /var
+{PROVISION} --non-interactive --kiosk-id k-0030 --fleet north --site "Real root" \\
+    --mqtt-url mqtts://broker.example:8883 --ca-dir {pki.base / 'ca'} --backend sim --no-print
+echo "USER $(id -nG kiosk-agent)"
+stat -c 'OWNER %U %a %n' /etc/kiosk-agent/keys/signing.key /etc/kiosk-agent/agent.toml /var/lib/kiosk-agent
+readlink /etc/systemd/system/multi-user.target.wants/kiosk-agent.service | sed 's/^/WANTS /'
+{PROVISION} decommission --yes
+test ! -e /etc/kiosk-agent/keys/signing.key && echo ERASED
+"""
+    result = subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c", script],
+                            capture_output=True, text=True, timeout=240, check=False)
+    if "overlay" in result.stderr and "permission denied" in result.stderr.lower():
+        pytest.skip("overlay mounts are not permitted here")
+    out = result.stdout
+    assert result.returncode == 0, out + result.stderr
+    assert "created system user kiosk-agent" in out and "self-test passed" in out, out
+    groups = next(line for line in out.splitlines() if line.startswith("USER ")).split()[1:]
+    assert "dialout" in groups and "video" in groups
+    assert "OWNER kiosk-agent 600 /etc/kiosk-agent/keys/signing.key" in out
+    assert "OWNER kiosk-agent 640 /etc/kiosk-agent/agent.toml" in out
+    assert "OWNER kiosk-agent 750 /var/lib/kiosk-agent" in out
+    assert "WANTS /etc/systemd/system/kiosk-agent.service" in out
+    assert "removed /etc/kiosk-agent/keys/tls.key" in out and "ERASED" in out
+    # And this machine was not changed.
+    assert (_user_exists(), Path("/etc/kiosk-agent").exists()) == host_before
+
+
+def test_separate_broker_ca_is_kept_apart_from_the_fleet_ca(pki: Pki, tmp_path: Path) -> None:
+    root = tmp_path / "kiosk"
+    broker_ca = pki.base / "other" / fca.CA_CERT
+    url = "mqtts://broker.example:8883"
+    _provision(root, *_basic("k-0018", url, pki.base / "ca"), "--broker-ca", str(broker_ca))
+    keys = root / "etc/kiosk-agent/keys"
+    assert (keys / "ca.pem").read_bytes() == broker_ca.read_bytes()
+    assert (keys / "fleet-ca.pem").read_bytes() == (pki.base / "ca" / fca.CA_CERT).read_bytes()
+    again = _provision(root, *_basic("k-0018", url), "--broker-ca", str(broker_ca))   # no CA, no bundle
+    assert "certificate unchanged from the certificate already installed" in again.stdout, again.stdout
