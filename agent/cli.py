@@ -67,6 +67,17 @@ def cmd_selftest(args: argparse.Namespace) -> int:
         return EX_CONFIG
 
 
+def cmd_simulate(args: argparse.Namespace) -> int:
+    cfg = _load(args.config)
+    _setup_logging("WARNING" if cfg.logging.level in ("DEBUG", "INFO") else cfg.logging.level)
+    from agent.simulate import run_simulation
+    try:
+        return run_simulation(cfg, args.sessions, args.service, cancel_rate=args.cancel_rate)
+    except BackendUnavailable as exc:
+        print(f"{args.config}: hal.backend: {exc}", file=sys.stderr)
+        return EX_CONFIG
+
+
 def cmd_sim(args: argparse.Namespace) -> int:
     cfg = _load(args.config)
     from agent.simcontrol import send_sim_command, socket_path
@@ -105,6 +116,12 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("action", help="open, close, paper_out, place, scan, unplug, ...")
     sim.add_argument("args", nargs="*")
     sim.set_defaults(func=cmd_sim)
+    simulate = sub.add_parser("simulate", help="run the agent in-process and drive N simulated citizens")
+    simulate.add_argument("--config", type=Path, default=DEFAULT_SIM_CONFIG)
+    simulate.add_argument("--sessions", type=int, default=20)
+    simulate.add_argument("--service", help="one service id (default: every service in turn)")
+    simulate.add_argument("--cancel-rate", type=float, default=0.0, help="share of citizens who press cancel")
+    simulate.set_defaults(func=cmd_simulate)
     return parser
 
 

@@ -29,7 +29,10 @@ from agent import __version__
 from agent.alarms import Alarms
 from agent.config import Config, load_config
 from agent.contract import CONTRACT_VERSION, Topics, encode, envelope
-from agent.errors import AgentError, ConfigError, NotConnected
+from agent.errors import AgentError, ConfigError, StoreError
+from agent.journal import Journal, synthetic_load
+from agent.keys import load_or_create
+from agent.outbox import Outbox
 from agent.health import HealthReporter, system_alarms, system_snapshot
 from agent.peripherals import Peripherals
 from agent.sdnotify import notify, watchdog_interval
@@ -45,9 +48,11 @@ log = logging.getLogger(__name__)
 # Components started after the core (store, peripherals, uplink, health), in
 # this order, and stopped in reverse. Each is "module:Class"; the class is
 # built as Class(agent) and has ``async start()`` and ``async stop()``.
-COMPONENTS: list[str] = []
+COMPONENTS: list[str] = ["agent.commands:CommandService", "agent.remoteconfig:RemoteConfig",
+                         "agent.sessions:SessionEngine"]
 
 SYSTEM = "system"          # owner of the board's own alarms (disk, temperature, supply)
+OUTBOX = "outbox"          # owner of outbox_backlog, disk_low (outbox watermark), publish_refused
 SYSTEM_CHECK_S = 60.0
 
 # Tables whose change applies in place on SIGHUP; any other change restarts
@@ -74,9 +79,13 @@ class Agent:
         self.health: HealthReporter | None = None
         self.simcontrol: SimControl | None = None
         self._bd_seq = 0
-        self._pending_reliable: list[tuple[str, bytes, bool]] = []
+        self.journal: Journal | None = None
+        self.outbox: Outbox | None = None
         self._watchdog: asyncio.TimerHandle | None = None
         self.components: dict[str, Any] = {}
+        # Called with every DeviceEvent on the loop (the session engine is one).
+        self.event_listeners: list[Any] = []
+        self.exit_code = 0   # restart-agent sets 75 so systemd restarts the service
         self._system_timer: asyncio.TimerHandle | None = None
 
     # -- top level ------------------------------------------------------------
@@ -96,7 +105,7 @@ class Agent:
                     if self._stop.is_set():
                         notify("STOPPING=1", "STATUS=stopping")
                 if self._stop.is_set():
-                    return 0
+                    return self.exit_code
                 assert self._reload is not None
                 log.info("restarting components with the reloaded configuration")
                 self._apply_config(self._reload)
@@ -167,10 +176,26 @@ class Agent:
 
         self.uplink = Uplink(cfg.mqtt, will=self._next_will)
         self.uplink.add_connect_listener(self._on_connected)
+        key = load_or_create(cfg.keys.signing_key, cfg.storage.dir, production=cfg.kiosk.mode == "production")
+        self.journal = Journal(self.store, key, cfg.kiosk.id, fleet=cfg.kiosk.fleet)
+        self.outbox = Outbox(self.store, self.uplink, max_inflight=cfg.mqtt.max_inflight,
+                             max_bytes=cfg.storage.outbox_max_mb * 2**20,
+                             min_free_bytes=cfg.storage.min_free_mb * 2**20, on_alarm=self._outbox_alarm)
+        self.components.update(Journal=self.journal, Outbox=self.outbox)
+        self.uplink.subscribe(self.topics.tx_ack, self.journal.on_tx_ack)
+        self.health.sections["outbox"] = lambda: {**self.outbox.stats(), "pending": self.outbox.pending_count(),
+                                                  "tx": self.journal.stats()}
+        # The outbox listens for (re)connects, so it starts before the uplink
+        # and stops before it: nothing is in flight when the socket closes.
+        await self.outbox.start()
         await self.uplink.start()
         stack.push_async_callback(self._stop_uplink)
+        stack.push_async_callback(self.outbox.stop)
 
         self._sync_all_alarms()
+        if self.store.recovered_from is not None:
+            self.alarms.raise_("store_corrupt", f"database failed its check; kept as {self.store.recovered_from.name}",
+                               device=SYSTEM)
         self._check_system()
         stack.callback(lambda: self._system_timer.cancel() if self._system_timer else None)
         self.health.start()
@@ -182,10 +207,32 @@ class Agent:
             stack.push_async_callback(component.stop)
             self.components[spec.rsplit(":", 1)[1]] = component
 
+        if cfg.sim.tx_per_minute > 0:
+            await self._start_synthetic_load(stack)
+
         if self.peripherals.backend.simulated:
             self.simcontrol = SimControl(socket_path(cfg.storage.dir), self.peripherals.sim_actions())
             await self.simcontrol.start()
             stack.push_async_callback(self.simcontrol.stop)
+
+    async def _start_synthetic_load(self, stack: contextlib.AsyncExitStack) -> None:
+        """``sim.tx_per_minute``: synthetic, PII-free transactions through the real journal."""
+        assert self.journal is not None
+        stop = asyncio.Event()
+        task = asyncio.create_task(synthetic_load(self.journal, self.cfg.sim.tx_per_minute, stop),
+                                   name="synthetic-load")
+
+        async def halt() -> None:
+            stop.set()
+            try:
+                await asyncio.wait_for(task, 5)
+            except (asyncio.TimeoutError, Exception):  # noqa: BLE001 - stopping anyway
+                task.cancel()
+        stack.push_async_callback(halt)
+
+    def _outbox_alarm(self, code: str, active: bool, detail: str) -> None:
+        if self.alarms is not None:
+            self.alarms.set(code, active, detail, device=OUTBOX)
 
     def _close_store(self) -> None:
         if self.store is not None:
@@ -207,7 +254,13 @@ class Agent:
         # Runs before every connect attempt: each connection gets a new,
         # persisted bdSeq, and its Will names the same one as its birth.
         assert self.store is not None
-        self._bd_seq = self.store.bump_counter("bdSeq")
+        try:
+            self._bd_seq = self.store.bump_counter("bdSeq")
+        except StoreError as exc:
+            # A full disk must not keep the kiosk off the broker; the value
+            # still increases within this run.
+            log.error("bdSeq not persisted: %s", exc)
+            self._bd_seq += 1
         return self.topics.state, encode(envelope(self.cfg.kiosk.id, online=False, bdSeq=self._bd_seq,
                                                   reason="will"))
 
@@ -224,32 +277,47 @@ class Agent:
     def _on_connected(self) -> None:
         assert self.uplink is not None and self.health is not None
         self.uplink.publish(self.topics.state, encode(self.birth()), qos=1, retain=True)
-        pending, self._pending_reliable = self._pending_reliable, []
-        for topic, payload, retain in pending:
-            self._send_reliable(topic, payload, retain)
         self.health.publish_now("change")
         notify(f"STATUS=connected to {self.cfg.mqtt.host}:{self.cfg.mqtt.port}")
 
     # -- sending --------------------------------------------------------------
 
     def _send_reliable(self, topic: str, payload: bytes, retain: bool = True) -> None:
-        """QoS 1, kept in order in memory while offline."""
-        uplink = self.uplink
-        if uplink is None or not uplink.connected:
-            self._pending_reliable.append((topic, payload, retain))
-            return
-        fut = uplink.publish(topic, payload, qos=1, retain=retain)
+        """Alarms: through the outbox (QoS 1, in order, kept across restarts)."""
+        if self.outbox is not None:
+            try:
+                fut = self.outbox.enqueue_nowait("alarm", topic, payload, retain=retain)
+                fut.add_done_callback(lambda f: self._reliable_failed(f, topic, payload, retain))
+                return
+            except StoreError as exc:
+                log.error("alarm not queued durably (%s); sending it directly", exc)
+        self._send_direct(topic, payload, retain)
 
-        def requeue(done: asyncio.Future[int]) -> None:
-            if done.cancelled() or isinstance(done.exception(), NotConnected):
-                self._pending_reliable.append((topic, payload, retain))
-        fut.add_done_callback(requeue)
+    def _reliable_failed(self, fut: asyncio.Future[Any], topic: str, payload: bytes, retain: bool) -> None:
+        if not fut.cancelled() and isinstance(fut.exception(), StoreError):
+            log.error("alarm not queued durably (%s); sending it directly", fut.exception())
+            self._send_direct(topic, payload, retain)
 
-    def _send_health(self, payload: dict[str, Any], _reason: str) -> None:
+    def _send_direct(self, topic: str, payload: bytes, retain: bool) -> None:
         uplink = self.uplink
         if uplink is not None and uplink.connected:
-            fut = uplink.publish(self.topics.health, encode(payload), qos=0, retain=True)
+            fut = uplink.publish(topic, payload, qos=1, retain=retain)
             fut.add_done_callback(lambda f: f.exception() if not f.cancelled() else None)
+
+    def _send_health(self, payload: dict[str, Any], _reason: str) -> None:
+        # Droppable: the outbox keeps only the newest per topic while offline.
+        data = encode(payload)
+        if self.outbox is not None:
+            try:
+                fut = self.outbox.enqueue_nowait("health", self.topics.health, data, retain=True)
+                fut.add_done_callback(lambda f: f.exception() if not f.cancelled() else None)
+                return
+            except StoreError:
+                pass
+        uplink = self.uplink
+        if uplink is not None and uplink.connected:
+            fut2 = uplink.publish(self.topics.health, data, qos=0, retain=True)
+            fut2.add_done_callback(lambda f: f.exception() if not f.cancelled() else None)
 
     def _agent_health(self) -> dict[str, Any]:
         uplink = self.uplink
@@ -262,6 +330,8 @@ class Agent:
     def _on_device_event(self, event: DeviceEvent) -> None:
         self._sync_device_alarms(event.device)
         self._health_changed()
+        for listener in list(self.event_listeners):
+            listener(event)
 
     def _sync_device_alarms(self, name: str) -> None:
         assert self.peripherals is not None and self.alarms is not None
@@ -277,7 +347,7 @@ class Agent:
             self._sync_device_alarms(name)
         # Left active by an earlier run for a device no longer configured.
         for code, alarm in list(self.alarms.active.items()):
-            if alarm.device not in (None, SYSTEM) and alarm.device not in self.peripherals.devices:
+            if alarm.device not in (None, SYSTEM, OUTBOX) and alarm.device not in self.peripherals.devices:
                 self.alarms.clear(code, "device no longer configured")
 
     def _check_system(self) -> None:

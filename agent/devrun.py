@@ -45,7 +45,9 @@ def main(argv: list[str] | None = None) -> int:
     run_dir = args.dir.resolve()
     broker = DevBroker(run_dir / "broker")
     broker.start()
-    config = write_sim_config(run_dir / "agent.toml", broker.url, run_dir / "state")
+    # A steady trickle of simulated citizens, so a newcomer sees tx flow.
+    config = write_sim_config(run_dir / "agent.toml", broker.url, run_dir / "state",
+                              overrides={"sessions_per_minute": "4"})
     cfg = load_config(config)
     bindir = Path(sys.executable).parent
     print(f"""

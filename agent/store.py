@@ -1,52 +1,171 @@
 # SPDX-License-Identifier: Apache-2.0
-"""The agent's one SQLite database: counters now; journal, outbox, nonces next.
+"""The agent's one SQLite database: counters, journal, outbox, nonces, alarms.
 
 WAL mode with ``synchronous=FULL``: a commit that returned survives a power
-cut. Opened once by the daemon; used only from the event loop's thread
-unless a method says otherwise.
+cut. Opened once by the daemon.
+
+Two ways in:
+
+- ``store.conn``: the event loop's own connection, for small writes that
+  happen seldom (``bump_counter``, alarms, command nonces). Each commit is
+  one fsync of the WAL.
+- ``store.writer``: one thread with its own connection that batches the
+  hot path (journal records, outbox rows, delivery marks) into group
+  commits, so the loop never waits on an fsync and N records arriving
+  together cost one fsync, not N. See :class:`Writer`.
+
+At open the file is checked (``PRAGMA quick_check``). A file that fails, or
+is not a database at all, is moved aside with its ``-wal``/``-shm``
+(``agent.db.corrupt-20261123T091500Z``; never deleted), a fresh store is
+started and ``store.recovered_from`` names the kept file, so the daemon can
+raise ``store_corrupt``. Why quick_check and not integrity_check: the
+difference is only the index-vs-table cross check, an O(N log N) pass that
+costs seconds on a Pi's SD card (start-to-connected budget: 0.7 s), while the
+damage a power cut or a dying card causes -- torn or garbage pages, broken
+b-trees, bad record formats -- is what quick_check reads every page for.
+``Store.integrity_check()`` runs the full check on demand.
 
     store = Store.open(Path("/var/lib/kiosk-agent"))
     bd_seq = store.bump_counter("bdSeq")
+    if store.recovered_from:
+        alarms.raise_("store_corrupt", f"kept as {store.recovered_from.name}")
 """
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
+import datetime as dt
+import logging
+import os
+import queue
 import sqlite3
+import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
-from agent.errors import StoreError
+from agent.errors import StoreError, StoreFull
 
-__all__ = ["Store", "DB_NAME"]
+__all__ = ["DB_NAME", "Job", "Store", "Writer", "store_error"]
+
+log = logging.getLogger(__name__)
 
 DB_NAME = "agent.db"
+BUSY_TIMEOUT_MS = 10_000
+# Truncate the WAL back to this size after a checkpoint: a backlog burst
+# must not leave a big file behind on a small SD card.
+WAL_SIZE_LIMIT = 4 * 2**20
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS counters (
     name  TEXT PRIMARY KEY,
     value INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS journal (
+    seq      INTEGER PRIMARY KEY,
+    id       TEXT NOT NULL UNIQUE,
+    ts       INTEGER NOT NULL,
+    hash     TEXT NOT NULL,
+    payload  BLOB NOT NULL,
+    acked_ms INTEGER
+);
+CREATE INDEX IF NOT EXISTS journal_unacked ON journal(seq) WHERE acked_ms IS NULL;
+CREATE TABLE IF NOT EXISTS outbox (
+    id         INTEGER PRIMARY KEY AUTOINCREMENT,
+    cls        TEXT NOT NULL,
+    topic      TEXT NOT NULL,
+    payload    BLOB,
+    ref        INTEGER,
+    retain     INTEGER NOT NULL DEFAULT 0,
+    size       INTEGER NOT NULL,
+    created_ms INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS nonces (
+    nonce      TEXT PRIMARY KEY,
+    expires_at INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS alarms (
+    code   TEXT PRIMARY KEY,
+    since  INTEGER NOT NULL,
+    detail TEXT NOT NULL,
+    device TEXT
+);
 """
+
+SQLITE_FULL = 13
+
+
+def store_error(exc: BaseException, what: str) -> StoreError:
+    """Map a sqlite3/OS error to StoreFull (disk full) or StoreError."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None and code & 0xFF == SQLITE_FULL or "disk is full" in str(exc) \
+            or getattr(exc, "errno", None) == 28:
+        return StoreFull(f"{what}: disk full ({exc})")
+    return StoreError(f"{what}: {exc}")
+
+
+def _connect(path: Path, synchronous: str) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False,
+                           timeout=BUSY_TIMEOUT_MS / 1000)
+    conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute(f"PRAGMA synchronous={synchronous}")
+    conn.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")
+    return conn
 
 
 class Store:
-    """Owner of the SQLite connection."""
+    """Owner of the database file and its connections.
 
-    def __init__(self, path: Path, conn: sqlite3.Connection) -> None:
+    ``synchronous`` is FULL on every kiosk; the power-cut test opens a store
+    with NORMAL to show that its harness catches the difference.
+    """
+
+    def __init__(self, path: Path, conn: sqlite3.Connection, *, synchronous: str = "FULL",
+                 recovered_from: Path | None = None) -> None:
         self.path = path
         self.conn = conn
+        self.synchronous = synchronous
+        self.recovered_from = recovered_from
+        self._writer: Writer | None = None
+        # Told (on the loop thread) of rows the journal adds to the outbox:
+        # ``cb(cls, rows, bytes)``; the outbox keeps its counts from them.
+        self.outbox_listeners: list[Callable[[str, int, int], None]] = []
 
     @classmethod
-    def open(cls, directory: Path) -> "Store":
+    def open(cls, directory: Path, *, synchronous: str = "FULL", check: bool = True) -> Store:
+        directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         path = directory / DB_NAME
+        recovered: Path | None = None
         try:
-            conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=FULL")
+            conn = _connect(path, synchronous)
+            problem = _check(conn) if check else None
+        except sqlite3.DatabaseError as exc:
+            if isinstance(exc, sqlite3.OperationalError) and not _looks_corrupt(exc):
+                raise store_error(exc, f"cannot open {path}") from exc
+            problem, conn = str(exc), None
+        if problem is not None:
+            if conn is not None:
+                conn.close()
+            recovered = _move_aside(path)
+            log.error("store %s failed its check (%s); kept as %s, starting a fresh store",
+                      path, problem, recovered.name)
+            try:
+                conn = _connect(path, synchronous)
+            except sqlite3.Error as exc:
+                raise store_error(exc, f"cannot open {path}") from exc
+        assert conn is not None
+        try:
             conn.executescript(_SCHEMA)
         except sqlite3.Error as exc:
-            raise StoreError(f"cannot open {path}: {exc}") from exc
-        return cls(path, conn)
+            conn.close()
+            raise store_error(exc, f"cannot create the schema in {path}") from exc
+        return cls(path, conn, synchronous=synchronous, recovered_from=recovered)
+
+    # -- counters (loop thread) ---------------------------------------------------
 
     def counter(self, name: str) -> int:
         row = self.conn.execute("SELECT value FROM counters WHERE name=?", (name,)).fetchone()
@@ -54,16 +173,344 @@ class Store:
 
     def bump_counter(self, name: str) -> int:
         """Increase ``name`` by one, durably, and return the new value."""
-        with self.conn:
-            self.conn.execute("BEGIN IMMEDIATE")
-            self.conn.execute(
-                "INSERT INTO counters(name, value) VALUES(?, 1) "
-                "ON CONFLICT(name) DO UPDATE SET value = value + 1", (name,))
-            row = self.conn.execute("SELECT value FROM counters WHERE name=?", (name,)).fetchone()
+        try:
+            with self.conn:
+                self.conn.execute("BEGIN IMMEDIATE")
+                self.conn.execute(
+                    "INSERT INTO counters(name, value) VALUES(?, 1) "
+                    "ON CONFLICT(name) DO UPDATE SET value = value + 1", (name,))
+                row = self.conn.execute("SELECT value FROM counters WHERE name=?", (name,)).fetchone()
+        except sqlite3.Error as exc:
+            raise store_error(exc, f"counter {name}") from exc
         return int(row[0])
 
+    # -- the writer thread ------------------------------------------------------
+
+    @property
+    def writer(self) -> Writer:
+        """The group-commit thread, started on first use."""
+        if self._writer is None:
+            self._writer = Writer(self.path, self.synchronous)
+        return self._writer
+
+    def reader(self) -> sqlite3.Connection:
+        """A new read-only connection (for the outbox pump's reads)."""
+        conn = _connect(self.path, self.synchronous)
+        conn.execute("PRAGMA query_only=ON")
+        return conn
+
+    def integrity_check(self) -> str:
+        """The full ``PRAGMA integrity_check``; "ok" when healthy."""
+        rows = self.conn.execute("PRAGMA integrity_check").fetchall()
+        return "; ".join(str(r[0]) for r in rows)
+
     def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
         try:
             self.conn.close()
         except sqlite3.Error:
             pass
+
+
+def _check(conn: sqlite3.Connection) -> str | None:
+    rows = conn.execute("PRAGMA quick_check").fetchall()
+    result = "; ".join(str(r[0]) for r in rows)
+    return None if result == "ok" else result
+
+
+def _looks_corrupt(exc: sqlite3.Error) -> bool:
+    text = str(exc).lower()
+    return "malformed" in text or "not a database" in text or "corrupt" in text
+
+
+def _move_aside(path: Path) -> Path:
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+    target = path.with_name(f"{path.name}.corrupt-{stamp}")
+    n = 1
+    while target.exists():
+        n += 1
+        target = path.with_name(f"{path.name}.corrupt-{stamp}-{n}")
+    for suffix in ("", "-wal", "-shm"):
+        src = Path(f"{path}{suffix}")
+        if src.exists():
+            os.replace(src, Path(f"{target}{suffix}"))
+    _fsync_dir(path.parent)
+    return target
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class Job:
+    """One unit of work for the writer thread.
+
+    ``durable`` jobs need the batch committed with the store's synchronous
+    level (FULL: one fsync); lazy ones may ride a NORMAL commit, which
+    reaches disk with the next fsync of the WAL (the next durable commit or
+    checkpoint). ``run`` executes inside the batch's transaction and returns
+    the job's result; ``committed``/``aborted`` run on the writer thread
+    after COMMIT or ROLLBACK (the journal uses them to move its chain head).
+    """
+
+    durable = True
+
+    def run(self, conn: sqlite3.Connection) -> Any:
+        raise NotImplementedError
+
+    def committed(self) -> None:
+        pass
+
+    def aborted(self) -> None:
+        pass
+
+    def on_loop(self, result: Any) -> None:
+        """After a successful commit, on the submitter's event loop (``submit_async`` only)."""
+
+
+class _Slot:
+    """Where an asyncio submitter waits: settled in one loop callback per batch."""
+
+    __slots__ = ("fut", "loop")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, fut: asyncio.Future[Any]) -> None:
+        self.loop = loop
+        self.fut = fut
+
+
+def _settle_all(items: list[tuple[Job, asyncio.Future[Any], bool, Any]]) -> None:
+    for job, fut, ok, value in items:
+        if ok:
+            try:
+                job.on_loop(value)        # even if the waiter was cancelled: it is on disk
+            except Exception:
+                log.exception("store job hook failed")
+        if not fut.done():
+            if ok:
+                fut.set_result(value)
+            else:
+                fut.set_exception(value)
+
+
+class _Call(Job):
+    def __init__(self, fn: Callable[[sqlite3.Connection], Any], durable: bool) -> None:
+        self.fn = fn
+        self.durable = durable
+
+    def run(self, conn: sqlite3.Connection) -> Any:
+        return self.fn(conn)
+
+
+_STOP = object()
+
+
+class Writer:
+    """Group commit: every job queued while one commit runs shares the next.
+
+    A batch is one ``BEGIN IMMEDIATE`` ... ``COMMIT``; each job runs in its
+    own SAVEPOINT, so one failing job fails alone. If the COMMIT itself
+    fails (ENOSPC, I/O error), every job of the batch fails with
+    StoreFull/StoreError and nothing of it is on disk; the thread goes on.
+
+    Lazy jobs (delivery marks) wait up to ``lazy_delay`` for company and
+    commit with ``synchronous=NORMAL`` when no durable job is in the batch:
+    they cost no fsync. Their loss in a power cut only means a message is
+    published again, byte for byte the same.
+
+        fut = store.writer.submit(Job())          # concurrent.futures.Future
+        result = await asyncio.wrap_future(fut)
+    """
+
+    MAX_BATCH = 2000
+    # About 1,000 WAL pages (SQLite's own default) at ~4 pages a record.
+    CHECKPOINT_EVERY = 250
+    BACKSTOP_PAGES = 8000
+
+    def __init__(self, path: Path, synchronous: str, *, lazy_delay: float = 0.2) -> None:
+        self.path = path
+        self.synchronous = synchronous
+        self.lazy_delay = lazy_delay
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._lazy: list[tuple[Job, Any]] = []
+        self._lazy_since: float | None = None
+        self.commits = 0
+        self.durable_commits = 0
+        self.failed_commits = 0
+        self.conn = _connect(path, synchronous)
+        # Checkpoints run on their own thread and connection, not inside a
+        # commit: a PASSIVE checkpoint does not block the writer, so a record
+        # never waits for the database file's fsync. Auto-checkpoint stays as
+        # a backstop far above the checkpointer's trigger.
+        self.conn.execute(f"PRAGMA wal_autocheckpoint={self.BACKSTOP_PAGES}")
+        self._sync_now = synchronous
+        self._since_ckpt = 0
+        self._ckpt_wanted = threading.Event()
+        self._closing = False
+        self.checkpoints = 0
+        self._ckpt_conn = _connect(path, synchronous)
+        self._ckpt_conn.execute("PRAGMA wal_autocheckpoint=0")
+        self._ckpt_thread = threading.Thread(target=self._checkpointer, name="store-checkpoint", daemon=True)
+        self._ckpt_thread.start()
+        self._thread = threading.Thread(target=self._run, name="store-writer", daemon=True)
+        self._thread.start()
+
+    def submit(self, job: Job) -> concurrent.futures.Future[Any]:
+        fut: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        self._queue.put((job, fut))
+        return fut
+
+    def submit_async(self, job: Job) -> asyncio.Future[Any]:
+        """Like submit, for the event loop: all of a batch's waiters wake in one loop callback."""
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[Any] = loop.create_future()
+        self._queue.put((job, _Slot(loop, fut)))
+        return fut
+
+    def call(self, fn: Callable[[sqlite3.Connection], Any], *, durable: bool = True) -> concurrent.futures.Future[Any]:
+        """Run ``fn(conn)`` inside the next batch."""
+        return self.submit(_Call(fn, durable))
+
+    def close(self, timeout: float = 10.0) -> None:
+        if self._thread.is_alive():
+            self._queue.put(_STOP)
+            self._thread.join(timeout)
+        self._closing = True
+        self._ckpt_wanted.set()
+        self._ckpt_thread.join(timeout)
+        for conn in (self.conn, self._ckpt_conn):
+            try:
+                conn.close()
+            except sqlite3.Error:
+                pass
+
+    def _checkpointer(self) -> None:
+        while True:
+            self._ckpt_wanted.wait()
+            self._ckpt_wanted.clear()
+            if self._closing:
+                return
+            try:
+                self._ckpt_conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                self.checkpoints += 1
+            except sqlite3.Error as exc:
+                log.warning("checkpoint failed: %s", store_error(exc, "checkpoint"))
+
+    # -- the thread ---------------------------------------------------------
+
+    def _run(self) -> None:
+        stopping = False
+        while not stopping:
+            timeout = None
+            if self._lazy_since is not None:
+                timeout = max(0.0, self._lazy_since + self.lazy_delay - time.monotonic())
+            try:
+                item = self._queue.get(timeout=timeout)
+            except queue.Empty:
+                item = None
+            batch: list[tuple[Job, Any]] = []
+            while item is not None:
+                if item is _STOP:
+                    stopping = True
+                elif item[0].durable:
+                    batch.append(item)
+                else:
+                    if self._lazy_since is None:
+                        self._lazy_since = time.monotonic()
+                    self._lazy.append(item)
+                if len(batch) + len(self._lazy) >= self.MAX_BATCH:
+                    break
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    item = None
+            lazy_due = self._lazy_since is not None and (
+                stopping or batch or len(self._lazy) >= self.MAX_BATCH
+                or time.monotonic() >= self._lazy_since + self.lazy_delay)
+            if lazy_due:
+                batch = self._lazy + batch
+                self._lazy, self._lazy_since = [], None
+            if batch:
+                self._commit(batch)
+
+    def _set_sync(self, level: str) -> None:
+        if level != self._sync_now:
+            self.conn.execute(f"PRAGMA synchronous={level}")
+            self._sync_now = level
+
+    @staticmethod
+    def _settle(batch: list[tuple[Job, Any]], outcomes: list[tuple[bool, Any]]) -> None:
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[Job, Any, bool, Any]]] = {}
+        for (job, target), (ok, value) in zip(batch, outcomes):
+            if isinstance(target, _Slot):
+                by_loop.setdefault(target.loop, []).append((job, target.fut, ok, value))
+            elif ok:
+                target.set_result(value)
+            else:
+                target.set_exception(value)
+        for loop, items in by_loop.items():
+            try:
+                loop.call_soon_threadsafe(_settle_all, items)
+            except RuntimeError:
+                pass        # that loop is closed: nobody is waiting any more
+
+    def _commit(self, batch: list[tuple[Job, Any]]) -> None:
+        durable = any(job.durable for job, _ in batch)
+        results: list[tuple[bool, Any]] = []
+        conn = self.conn
+        try:
+            self._set_sync(self.synchronous if durable else "NORMAL")
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            err = store_error(exc, "begin")
+            self._settle(batch, [(False, err)] * len(batch))
+            self.failed_commits += 1
+            return
+        for job, _fut in batch:
+            try:
+                conn.execute("SAVEPOINT job")
+                value = job.run(conn)
+                conn.execute("RELEASE job")
+                results.append((True, value))
+            except Exception as exc:  # noqa: BLE001 - one bad job fails alone
+                try:
+                    conn.execute("ROLLBACK TO job")
+                    conn.execute("RELEASE job")
+                except sqlite3.Error:
+                    pass
+                job.aborted()
+                if isinstance(exc, sqlite3.Error):
+                    exc = store_error(exc, type(job).__name__)
+                results.append((False, exc))
+        try:
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            err = store_error(exc, "commit")
+            if conn.in_transaction:
+                try:
+                    conn.execute("ROLLBACK")
+                except sqlite3.Error:
+                    pass
+            self.failed_commits += 1
+            log.error("store commit failed: %s", err)
+            # Undo in reverse: each job restores the state it found.
+            for (job, _fut), (ok, _value) in reversed(list(zip(batch, results))):
+                if ok:
+                    job.aborted()
+            self._settle(batch, [(False, err)] * len(batch))
+            return
+        self.commits += 1
+        self._since_ckpt += len(batch)
+        if self._since_ckpt >= self.CHECKPOINT_EVERY:
+            self._since_ckpt = 0
+            self._ckpt_wanted.set()
+        self.durable_commits += durable
+        for (job, _target), (ok, _value) in zip(batch, results):
+            if ok:
+                job.committed()
+        self._settle(batch, results)

@@ -42,10 +42,27 @@ from agent.devbroker import DevBroker  # noqa: E402
 from agent.devrun import write_sim_config  # noqa: E402
 from kiosktest import Subscriber, wait_until  # noqa: E402
 
+# Which modules "the same imports" are: everything the agent's modules load
+# that is not the project's own code (stdlib and third-party alike).
+LIST_IMPORTS = textwrap.dedent("""
+    import importlib, sys
+    import agent.daemon, agent.cli, agent.selftest
+    for spec in agent.daemon.COMPONENTS:
+        importlib.import_module(spec.split(":")[0])
+    import hal.idcard, hal.printer, hal.scanner, hal.camera, hal.coproc, hal.sim, hal.sim.coproc
+    own = ("agent", "hal", "firmware", "fleet", "provisioning")
+    print(" ".join(sorted(m for m in sys.modules if m.split(".")[0] not in own and not m.startswith("_")
+                          and "." not in m or m.startswith(("cryptography.", "paho.", "serial.")))))
+""")
+
 BARE = textwrap.dedent("""
-    import asyncio, sqlite3, tomllib, json, ssl, sys, time, threading
-    import paho.mqtt.client as paho, serial, psutil
-    from cryptography.hazmat.primitives.asymmetric import ed25519
+    import importlib, os, sys, time, threading
+    for name in os.environ["BARE_IMPORTS"].split():
+        try:
+            importlib.import_module(name)
+        except Exception:
+            pass
+    import paho.mqtt.client as paho
     from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
     t0 = float(sys.argv[3])
     done = threading.Event()
@@ -72,10 +89,16 @@ def measure(proc: subprocess.Popen[bytes], idle_s: float) -> tuple[float, float]
     return rss, 100.0 * used / elapsed
 
 
+def agent_imports() -> str:
+    return subprocess.run([sys.executable, "-c", LIST_IMPORTS], capture_output=True, text=True, check=True,
+                          cwd=str(ROOT)).stdout.strip()
+
+
 def run_bare(broker: DevBroker, idle_s: float) -> dict[str, float]:
+    env = {**os.environ, "BARE_IMPORTS": agent_imports()}
     start = time.time()
     proc = subprocess.Popen([sys.executable, "-c", BARE, "127.0.0.1", str(broker.port), repr(start)],
-                            stdout=subprocess.PIPE)
+                            stdout=subprocess.PIPE, env=env)
     try:
         assert proc.stdout is not None
         line = proc.stdout.readline().decode()

@@ -121,7 +121,7 @@ def add_broker_args(parser: argparse.ArgumentParser) -> None:
 
 
 # Modules adding subcommands: each has ``register(subparsers)``.
-COMMAND_MODULES: list[str] = ["fleet.ca_cli"]
+COMMAND_MODULES: list[str] = ["fleet.commands_cli", "fleet.evidence_cli", "fleet.ca_cli"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -30,7 +30,7 @@ def test_birth_health_retained_and_clean_stop(agent_factory: type[AgentProcess],
     try:
         retained = late.wait_for("/state", online, timeout=5)
         assert retained.retain
-        assert late.wait_for("/health", timeout=5).retain
+        wait_until(lambda: [m for m in late.matching("/health") if m.retain], 5, message="a retained health")
     finally:
         late.close()
 
@@ -162,4 +162,5 @@ def test_disk_low_alarm(agent_factory: type[AgentProcess], subscriber: Subscribe
     agent.start()
     # A watermark of ~100 TB: every disk is below it.
     raised = subscriber.wait_for("/alarm/disk_low", lambda d: d["active"], timeout=15)
-    assert "MB free" in raised.data["detail"] and raised.data["device"] == "system"
+    # The outbox's own watermark check or the minutely system check, whichever is first.
+    assert raised.data["device"] in ("system", "outbox") and raised.data["detail"]

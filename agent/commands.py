@@ -1,0 +1,693 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Signed fleet commands: verification, nonces, handlers, results, audit.
+
+Component ``agent.commands:CommandService`` (the envelope and its
+verification policy are in :mod:`agent.signing`). It subscribes to
+``cmd/+`` and answers every message on ``cmd/{name}/result``, echoing the
+MQTT 5 correlation data (and, in the payload, as ``correlation`` hex):
+
+    accepted → in_progress (progress 0-100, optional) → succeeded | failed
+    or, for anything that fails verification, one ``refused`` with a code.
+
+A refused command is audited (SQLite table ``command_audit`` and a log line,
+argument names only), counted in ``health.commands`` and never executed.
+The nonce of an accepted command is committed to disk (``synchronous=FULL``)
+before its handler runs, and kept until the command expires, so a replay
+is refused even after ``kill -9``.
+
+    refusal = verify_command(raw, "set-mode", cfg.commands, fleet="dev", kiosk="k-1", now_ms=now)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import collections
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+import platform
+import re
+import shlex
+import sqlite3
+import time
+from typing import Any, Callable
+
+from agent.config import MODES
+from agent.contract import encode, envelope, now_ms
+from agent.errors import AgentError, NotConnected, StoreError
+from agent.signing import SPECS, CommandRefused, Verified, verify_command, verify_signed
+
+# The envelope policy (CommandRefused, verify_command, SPECS) lives in agent.signing,
+# shared with kioskctl; re-exported here for the component's users.
+__all__ = ["CommandService", "CommandRefused", "CommandFailed", "Verified", "verify_command", "verify_signed",
+           "SPECS", "ResultSender", "LogRing", "redact", "HANDLERS"]
+
+log = logging.getLogger(__name__)
+
+EX_TEMPFAIL = 75     # restart-agent: non-zero so systemd's Restart= always restarts
+_TOPIC_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+MAX_PENDING_RESULTS = 1000
+
+
+class CommandFailed(AgentError):
+    """A handler could not do what was asked; ``code`` is stable."""
+
+    code = "cmd.failed"
+
+    def __init__(self, code: str, message: str, result: dict[str, Any] | None = None) -> None:
+        self.code = code
+        self.result = result
+        super().__init__(message)
+
+
+# -- persistence ----------------------------------------------------------------------
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS nonces (
+    nonce TEXT PRIMARY KEY, expires_at INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS command_audit (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, ts INTEGER NOT NULL, name TEXT, key_id TEXT, nonce TEXT,
+    correlation TEXT, outcome TEXT NOT NULL, code TEXT, message TEXT, args TEXT);
+CREATE TABLE IF NOT EXISTS agent_settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+AUDIT_KEEP = 10_000
+
+
+def ensure_schema(conn: sqlite3.Connection) -> None:
+    conn.executescript(_SCHEMA)
+
+
+def claim_nonce(conn: sqlite3.Connection, nonce: str, expires_at: int) -> bool:
+    """Durably record ``nonce``; False if it was seen before (a replay)."""
+    try:
+        with conn:
+            conn.execute("BEGIN IMMEDIATE")
+            conn.execute("INSERT INTO nonces (nonce, expires_at) VALUES (?, ?)", (nonce, expires_at))
+    except sqlite3.IntegrityError:
+        return False
+    return True
+
+
+def get_setting(conn: sqlite3.Connection, key: str) -> str | None:
+    row = conn.execute("SELECT value FROM agent_settings WHERE key = ?", (key,)).fetchone()
+    return str(row[0]) if row else None
+
+
+def put_setting(conn: sqlite3.Connection, key: str, value: str | None) -> None:
+    with conn:
+        conn.execute("BEGIN IMMEDIATE")
+        if value is None:
+            conn.execute("DELETE FROM agent_settings WHERE key = ?", (key,))
+        else:
+            conn.execute("INSERT OR REPLACE INTO agent_settings VALUES (?, ?)", (key, value))
+
+
+def audit(conn: sqlite3.Connection | None, *, name: str, outcome: str, key_id: str | None = None,
+          nonce: str | None = None, correlation: str | None = None, code: str | None = None,
+          message: str | None = None, args: Any = None) -> None:
+    """One audit row and one log line. ``args`` must already be safe to keep."""
+    # Messages may quote unauthenticated input: masked like any log line, so
+    # nothing ID-number-like reaches the journal (_peek masks the rest).
+    message = redact(message) if message else message
+    line = (f"command {outcome}: {name[:64]!r} key={key_id} nonce={nonce} corr={correlation} "
+            f"code={code or '-'} {message or ''} args={json.dumps(args, sort_keys=True)[:200]}")
+    (log.warning if outcome == "refused" else log.info)(line)
+    if conn is None:
+        return
+    try:
+        with conn:
+            conn.execute("INSERT INTO command_audit (ts, name, key_id, nonce, correlation, outcome, code, message, "
+                         "args) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                         (now_ms(), name[:64], key_id, nonce, correlation, outcome, code, (message or "")[:300],
+                          json.dumps(args, sort_keys=True)[:1000]))
+    except sqlite3.Error as exc:
+        log.error("audit row not written: %s", exc)
+
+
+def safe_args(name: str, args: Any) -> Any:
+    """What the audit keeps of ``args``: values of loggable ones, names of the others."""
+    if not isinstance(args, dict):
+        return None
+    spec = SPECS.get(name)
+    loggable = spec.loggable if spec else frozenset()
+    return {str(k)[:40]: (v if k in loggable and isinstance(v, (str, int, bool)) else "<redacted>")
+            for k, v in list(args.items())[:20]}
+
+
+# -- results -----------------------------------------------------------------------------
+
+class ResultSender:
+    """Results on the way up: the outbox for terminal ones once it exists.
+
+    Without an outbox, QoS 1 through the uplink, kept in memory (in order)
+    while offline and sent on reconnect.
+    """
+
+    def __init__(self, agent: Any) -> None:
+        self.agent = agent
+        self._pending: list[tuple[str, bytes, bool, bytes | None]] = []
+
+    def attach(self) -> None:
+        if self.agent.uplink is not None:
+            self.agent.uplink.add_connect_listener(self.flush)
+
+    async def send(self, topic: str, payload: bytes, *, terminal: bool, retain: bool = False,
+                   correlation: bytes | None = None, wait: float = 0.0, cls: str = "result") -> None:
+        outbox = getattr(self.agent, "outbox", None) or self.agent.components.get("Outbox")
+        if terminal and outbox is not None:
+            # The payload carries the correlation (hex) in any case; the
+            # property too if the outbox can store it.
+            extra = {"correlation_data": correlation} if correlation is not None and _accepts(
+                outbox.enqueue, "correlation_data") else {}
+            try:
+                await outbox.enqueue(cls, topic, payload, retain=retain, **extra)
+                return
+            except StoreError as exc:
+                # Disk full or store broken: better sent once, live, than not at all.
+                log.error("result not queued durably (%s); sending it directly", exc)
+        uplink = self.agent.uplink
+        if uplink is None or not uplink.connected:
+            if terminal:
+                self._keep((topic, payload, retain, correlation))
+            return
+        fut = uplink.publish(topic, payload, qos=1, retain=retain, correlation_data=correlation)
+        if terminal:
+            fut.add_done_callback(lambda f: self._requeue(f, topic, payload, retain, correlation))
+        else:
+            fut.add_done_callback(lambda f: f.cancelled() or f.exception())
+        if wait:
+            try:
+                await asyncio.wait_for(asyncio.shield(fut), wait)
+            except (TimeoutError, NotConnected):
+                pass
+
+    async def drain(self, timeout: float) -> None:
+        """Give queued results a chance to leave before the agent stops (they are durable anyway)."""
+        outbox = getattr(self.agent, "outbox", None) or self.agent.components.get("Outbox")
+        wait = getattr(outbox, "wait_drained", None)
+        if callable(wait):
+            await wait(timeout)
+
+    def _requeue(self, fut: asyncio.Future[int], *item: Any) -> None:
+        if fut.cancelled() or isinstance(fut.exception(), NotConnected):
+            self._keep(item)  # type: ignore[arg-type]
+
+    def _keep(self, item: tuple[str, bytes, bool, bytes | None]) -> None:
+        # Bounded: a flood of refusals while offline must not grow memory without end.
+        if len(self._pending) >= MAX_PENDING_RESULTS:
+            del self._pending[0]
+        self._pending.append(item)
+
+    def flush(self) -> None:
+        pending, self._pending = self._pending, []
+        for topic, payload, retain, correlation in pending:
+            asyncio.ensure_future(self.send(topic, payload, terminal=True, retain=retain, correlation=correlation))
+
+
+@dataclasses.dataclass
+class Context:
+    topic_name: str
+    correlation: bytes | None
+    nonce: str | None = None
+    key_id: str | None = None
+    args: Any = None
+
+    @property
+    def correlation_hex(self) -> str | None:
+        # Capped: the property is echoed whole, the payload copy need not be.
+        return self.correlation[:128].hex() if self.correlation is not None else None
+
+
+# -- the component -----------------------------------------------------------------------
+
+class CommandService:
+    """Verifies and runs fleet commands. Built by the daemon as ``CommandService(agent)``."""
+
+    def __init__(self, agent: Any) -> None:
+        self.agent = agent
+        self.sender = ResultSender(agent)
+        self.counters: dict[str, Any] = {"received": 0, "accepted": 0, "succeeded": 0, "failed": 0,
+                                         "refused": 0, "refused_by": {}}
+        self.last_refused: dict[str, Any] | None = None
+        self._exclusive = asyncio.Lock()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._purge: asyncio.TimerHandle | None = None
+        self._health_kick: asyncio.TimerHandle | None = None
+        self._last_kick = -1e9
+        self.sim_session = False   # a simulated citizen session (sim backend only), for tests of deferral
+
+    @property
+    def conn(self) -> sqlite3.Connection | None:
+        store = self.agent.store
+        return store.conn if store is not None else None
+
+    async def start(self) -> None:
+        LogRing.install()
+        assert self.conn is not None
+        ensure_schema(self.conn)
+        mode = get_setting(self.conn, "mode")
+        if mode in MODES and mode != self.agent.mode:
+            log.info("service mode %s restored from the store", mode)
+            self.agent.set_mode(mode)
+            self.republish_birth()
+        if self.agent.health is not None:
+            self.agent.health.sections["commands"] = self.health_section
+        self.sender.attach()
+        self.agent.uplink.subscribe(self.agent.topics.cmd("+"), self.on_message, qos=1)
+        self._purge_nonces()
+        self._register_sim_actions()
+
+    async def stop(self) -> None:
+        for handle in (self._purge, self._health_kick):
+            if handle is not None:
+                handle.cancel()
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=2)
+        if self.agent.health is not None:
+            self.agent.health.sections.pop("commands", None)
+
+    def republish_birth(self) -> None:
+        """The retained birth carries the mode too; keep it true for dashboards."""
+        uplink = self.agent.uplink
+        if uplink is not None and uplink.connected:
+            fut = uplink.publish(self.agent.topics.state, encode(self.agent.birth()), qos=1, retain=True)
+            fut.add_done_callback(lambda f: f.cancelled() or f.exception())
+
+    def health_section(self) -> dict[str, Any]:
+        out = {**self.counters, "refused_by": dict(self.counters["refused_by"])}
+        if self.last_refused:
+            out["last_refused"] = self.last_refused
+        return out
+
+    def session_active(self) -> bool:
+        """A citizen is being served: Agent.session_active() if the lead adds it, else the engine's state."""
+        if self.sim_session:
+            return True
+        probe = getattr(self.agent, "session_active", None)
+        if callable(probe):
+            return bool(probe())
+        engine = self.agent.components.get("SessionEngine")
+        return engine is not None and getattr(engine, "session", None) is not None
+
+    # -- receiving --------------------------------------------------------------
+
+    def on_message(self, msg: Any) -> None:
+        """Uplink handler. Verification and the nonce commit run here, in order."""
+        topic_name = msg.topic.rsplit("/", 1)[-1]
+        if not _TOPIC_NAME.match(topic_name) or redact(topic_name) != topic_name:
+            # Never echo an arbitrary (or ID-number-like) topic level into a result topic or a log.
+            topic_name = "_invalid"
+        ctx = Context(topic_name, msg.correlation_data)
+        self.counters["received"] += 1
+        cfg = self.agent.cfg
+        try:
+            cmd = verify_command(msg.payload, topic_name, cfg.commands, fleet=cfg.kiosk.fleet,
+                                 kiosk=cfg.kiosk.id, now=now_ms())
+            ctx.nonce, ctx.key_id = cmd.doc["nonce"], cmd.operator.id
+            ctx.args = safe_args(cmd.name, cmd.args)
+            assert self.conn is not None
+            if not claim_nonce(self.conn, cmd.doc["nonce"],
+                               cmd.doc["expires_at"] + int(cfg.commands.max_clock_skew_s * 1000)):
+                raise CommandRefused("cmd.replayed", f"nonce {cmd.doc['nonce']} was already used")
+        except CommandRefused as exc:
+            self._refused(ctx, msg.payload, exc)
+            return
+        except sqlite3.Error as exc:
+            # Without a durable nonce we cannot prove it is not a replay: refuse.
+            self._refused(ctx, msg.payload, CommandRefused("cmd.store_unavailable", str(exc)))
+            return
+        self.counters["accepted"] += 1
+        audit(self.conn, name=cmd.name, outcome="accepted", key_id=ctx.key_id, nonce=ctx.nonce,
+              correlation=ctx.correlation_hex, args=ctx.args)
+        task = asyncio.ensure_future(self._run(cmd, ctx))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _refused(self, ctx: Context, raw: bytes, exc: CommandRefused) -> None:
+        self.counters["refused"] += 1
+        by = self.counters["refused_by"]
+        by[exc.code] = by.get(exc.code, 0) + 1
+        self.last_refused = {"code": exc.code, "ts": now_ms()}
+        if ctx.nonce is None:
+            ctx.nonce, ctx.key_id, ctx.args = _peek(raw, ctx.topic_name)
+        audit(self.conn, name=ctx.topic_name, outcome="refused", key_id=ctx.key_id, nonce=ctx.nonce,
+              correlation=ctx.correlation_hex, code=exc.code, message=str(exc), args=ctx.args)
+        self._spawn(self.result(ctx, "refused", code=exc.code, message=str(exc)))
+        self._kick_health()
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(log_task_failure)
+
+    def _kick_health(self) -> None:
+        # Refusals reach the fleet within seconds (S11), but a flood of junk
+        # must not turn into a flood of health messages: one per 5 s at most.
+        if self._health_kick is not None or self.agent.health is None:
+            return
+        loop = asyncio.get_running_loop()
+
+        def fire() -> None:
+            self._health_kick = None
+            self._last_kick = loop.time()
+            if self.agent.health is not None:
+                self.agent.health.publish_now("change")
+        self._health_kick = loop.call_later(max(1.0, self._last_kick + 5.0 - loop.time()), fire)
+
+    # -- running ----------------------------------------------------------------
+
+    async def _run(self, cmd: Verified, ctx: Context) -> None:
+        await self.result(ctx, "accepted")
+        spec = SPECS[cmd.name]
+        handler = HANDLERS[cmd.name]
+        try:
+            if spec.exclusive:
+                if self._exclusive.locked():
+                    await self.result(ctx, "in_progress", message="queued behind another command")
+                async with self._exclusive:
+                    outcome = await handler(self, cmd, ctx)
+            else:
+                outcome = await handler(self, cmd, ctx)
+        except CommandFailed as exc:
+            self.counters["failed"] += 1
+            await self.result(ctx, "failed", code=exc.code, message=str(exc), result=exc.result)
+            return
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.exception("command %s crashed", cmd.name)
+            self.counters["failed"] += 1
+            await self.result(ctx, "failed", code="cmd.internal_error", message=f"{exc.__class__.__name__}")
+            return
+        if outcome is not None:     # None: the handler sent its own terminal result
+            self.counters["succeeded"] += 1
+            await self.result(ctx, "succeeded", result=outcome)
+
+    async def result(self, ctx: Context, status: str, *, code: str | None = None, message: str | None = None,
+                     progress: int | None = None, result: dict[str, Any] | None = None,
+                     wait: float = 0.0) -> None:
+        """Publish one result message for ``ctx``; terminal ones are audited."""
+        fields: dict[str, Any] = {"name": ctx.topic_name[:64], "status": status}
+        # Refusals may quote unauthenticated input: mask it as in the logs.
+        message = redact(message) if message else message
+        for key, value in (("code", code), ("message", message), ("progress", progress), ("result", result),
+                           ("nonce", ctx.nonce), ("key_id", ctx.key_id), ("correlation", ctx.correlation_hex)):
+            if value is not None:
+                fields[key] = value
+        terminal = status in ("succeeded", "failed", "refused")
+        if terminal and status != "refused":
+            audit(self.conn, name=ctx.topic_name, outcome=status, key_id=ctx.key_id, nonce=ctx.nonce,
+                  correlation=ctx.correlation_hex, code=code, message=message, args=ctx.args)
+        payload = encode(envelope(self.agent.cfg.kiosk.id, **fields))
+        await self.sender.send(self.agent.topics.cmd_result(ctx.topic_name), payload, terminal=terminal,
+                               correlation=ctx.correlation, wait=wait)
+
+    # -- housekeeping -----------------------------------------------------------
+
+    def _purge_nonces(self) -> None:
+        conn = self.conn
+        if conn is not None:
+            try:
+                with conn:
+                    conn.execute("DELETE FROM nonces WHERE expires_at < ?", (now_ms(),))
+                    conn.execute("DELETE FROM command_audit WHERE id <= (SELECT MAX(id) FROM command_audit) - ?",
+                                 (AUDIT_KEEP,))
+            except sqlite3.Error as exc:
+                log.warning("nonce purge failed: %s", exc)
+        self._purge = asyncio.get_running_loop().call_later(3600, self._purge_nonces)
+
+    def _register_sim_actions(self) -> None:
+        # The daemon builds the sim control socket from peripherals.sim_actions()
+        # after the components start: add ours to what it will get.
+        peripherals = self.agent.peripherals
+        if peripherals is None or not peripherals.backend.simulated:
+            return
+        original = peripherals.sim_actions
+
+        def session(active: bool) -> dict[str, Any]:
+            self.sim_session = active
+            return {"active": active}
+
+        def sim_actions() -> dict[str, Any]:
+            actions = original()
+            actions["session_hook"] = {"begin": lambda _a: session(True), "end": lambda _a: session(False),
+                                       "status": lambda _a: {"active": self.session_active()}}
+            return actions
+        peripherals.sim_actions = sim_actions
+
+
+def _accepts(fn: Any, name: str) -> bool:
+    import inspect
+    try:
+        return name in inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def log_task_failure(task: asyncio.Future[Any]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("command task failed", exc_info=task.exception())
+
+
+def reboot_command() -> list[str]:
+    """``systemctl reboot`` unless ``KIOSK_REBOOT_COMMAND`` says otherwise (tests, other inits)."""
+    return shlex.split(os.environ.get("KIOSK_REBOOT_COMMAND", "systemctl reboot"))
+
+
+def _peek(raw: bytes, topic_name: str) -> tuple[str | None, str | None, Any]:
+    """Nonce, key id and safe argument names of a refused envelope, for the audit."""
+    try:
+        doc = json.loads(raw.decode("utf-8")) if len(raw) <= 1_048_576 else None
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        return None, None, None
+    if not isinstance(doc, dict):
+        return None, None, None
+    nonce, key_id = doc.get("nonce"), doc.get("key_id")
+    # Unauthenticated: masked, as anything ID-number-like would be in a log line.
+    return (redact(nonce[:64]) if isinstance(nonce, str) else None,
+            redact(key_id[:64]) if isinstance(key_id, str) else None, safe_args(topic_name, doc.get("args")))
+
+# -- recent log lines, redacted -----------------------------------------------------------
+
+# Runs of 14 or more digits (spaces or dashes between groups allowed), with an
+# optional trailing X: resident ID numbers (15 / 18), bank cards (16-19) and
+# payment codes (18). Epoch milliseconds (13 digits) stay readable.
+_DIGIT_RUN = re.compile(r"(?<![0-9])[0-9](?:[ -]?[0-9]){13,}[Xx]?(?![0-9])")
+
+
+def redact(line: str) -> str:
+    """Mask ID-number-like and payment-code-like digit runs.
+
+    >>> redact("card 11010519491231002X read")
+    'card [redacted] read'
+    """
+    return _DIGIT_RUN.sub("[redacted]", line)
+
+
+class LogRing(logging.Handler):
+    """The last ``capacity`` log lines, redacted as they arrive (never held in clear)."""
+
+    _installed: "LogRing | None" = None
+
+    def __init__(self, capacity: int = 2000) -> None:
+        super().__init__(logging.INFO)
+        self.lines: collections.deque[str] = collections.deque(maxlen=capacity)
+        self.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.lines.append(redact(self.format(record))[:2000])
+        except Exception:
+            self.handleError(record)
+
+    @classmethod
+    def install(cls) -> "LogRing":
+        """Attach one ring to the root logger for the life of the process."""
+        if cls._installed is None:
+            cls._installed = cls()
+            logging.getLogger().addHandler(cls._installed)
+        return cls._installed
+
+    def tail(self, count: int, max_bytes: int = 200_000) -> list[str]:
+        out: list[str] = []
+        size = 0
+        for line in reversed(list(self.lines)[-count:]):
+            size += len(line.encode("utf-8")) + 4
+            if size > max_bytes:
+                break
+            out.append(line)
+        return out[::-1]
+
+
+# -- handlers: (service, command, context) -> result dict, or None if already answered -------
+
+Handler = Callable[[CommandService, Verified, Context], Any]
+
+
+async def _ping(svc: CommandService, cmd: Verified, ctx: Context) -> dict[str, Any]:
+    from agent import __version__
+    return {"pong": True, "agent": __version__, "python": platform.python_version(), "mode": svc.agent.mode,
+            "uptime_s": round(time.time() - svc.agent.started_at, 1)}
+
+
+async def _get_health(svc: CommandService, cmd: Verified, ctx: Context) -> dict[str, Any]:
+    if svc.agent.health is None:
+        raise CommandFailed("cmd.unavailable", "health is not running")
+    snapshot: dict[str, Any] = svc.agent.health.snapshot("request")
+    return snapshot
+
+
+def _jsonable(value: Any) -> Any:
+    return json.loads(json.dumps(value, default=str))
+
+
+async def _selftest(svc: CommandService, cmd: Verified, ctx: Context) -> dict[str, Any]:
+    from hal.device import SelftestResult
+    loop = asyncio.get_running_loop()
+    devices = list(svc.agent.peripherals.devices.items()) if svc.agent.peripherals else []
+    rows = []
+    for i, (name, device) in enumerate(devices):
+        await svc.result(ctx, "in_progress", progress=int(100 * i / max(1, len(devices))), message=f"testing {name}")
+        try:
+            r = await loop.run_in_executor(None, device.selftest)
+        except Exception as exc:
+            r = SelftestResult(name, False, f"{exc.__class__.__name__}: {exc}")
+        row = {"device": r.device, "passed": bool(r.passed), "reason": r.reason}
+        if r.details:
+            row["details"] = _jsonable(r.details)
+        rows.append(row)
+    failed = [row["device"] for row in rows if not row["passed"]]
+    result = {"passed": not failed, "devices": rows}
+    if failed:
+        raise CommandFailed("cmd.selftest_failed", f"{len(failed)} of {len(rows)} failed: {', '.join(failed)}",
+                            result)
+    return result
+
+
+async def _set_mode(svc: CommandService, cmd: Verified, ctx: Context) -> dict[str, Any]:
+    mode, previous = cmd.args["mode"], svc.agent.mode
+    assert svc.conn is not None
+    # Stored first: if the agent dies right after, it comes back in the mode asked for.
+    put_setting(svc.conn, "mode", mode)
+    svc.agent.set_mode(mode)
+    svc.republish_birth()
+    return {"mode": mode, "previous": previous}
+
+
+async def _print_test_page(svc: CommandService, cmd: Verified, ctx: Context) -> dict[str, Any]:
+    printer = svc.agent.peripherals.devices.get("printer") if svc.agent.peripherals else None
+    if printer is None:
+        raise CommandFailed("cmd.no_printer", "no printer is configured on this kiosk")
+    fn = getattr(printer, "print_test_page", None)
+    if not callable(fn):
+        raise CommandFailed("cmd.unsupported", "the printer driver has no test page")
+    await svc.result(ctx, "in_progress", progress=0, message="printing the test page")
+    try:
+        info = await asyncio.get_running_loop().run_in_executor(None, fn)
+    except Exception as exc:
+        raise CommandFailed(str(getattr(exc, "code", "cmd.print_failed")), str(exc)[:300]) from None
+    return {"printed": True, **(_jsonable(info) if isinstance(info, dict) else {})}
+
+
+async def _collect_logs(svc: CommandService, cmd: Verified, ctx: Context) -> dict[str, Any]:
+    lines = LogRing.install().tail(int(cmd.args.get("lines", 200)))
+    return {"lines": lines, "count": len(lines)}
+
+
+async def _wait_no_session(svc: CommandService, cmd: Verified, ctx: Context) -> None:
+    if cmd.args.get("force") or not svc.session_active():
+        return
+    await svc.result(ctx, "in_progress", message="deferred: waiting for the citizen session to end")
+    log.info("%s deferred until the citizen session ends", cmd.name)
+    while svc.session_active():
+        await asyncio.sleep(0.25)
+
+
+async def _reboot(svc: CommandService, cmd: Verified, ctx: Context) -> dict[str, Any]:
+    await _wait_no_session(svc, cmd, ctx)
+    argv = reboot_command()
+    log.warning("rebooting on command from %s: %s", ctx.key_id, " ".join(argv))
+    try:
+        proc = await asyncio.create_subprocess_exec(*argv, stdin=asyncio.subprocess.DEVNULL,
+                                                    stdout=asyncio.subprocess.PIPE,
+                                                    stderr=asyncio.subprocess.STDOUT)
+    except OSError as exc:
+        raise CommandFailed("cmd.reboot_failed", f"cannot run {argv[0]}: {exc}") from None
+    try:
+        out, _ = await asyncio.wait_for(proc.communicate(), 60)
+    except TimeoutError:
+        proc.kill()
+        raise CommandFailed("cmd.reboot_failed", f"{argv[0]} did not return within 60 s") from None
+    if proc.returncode != 0:
+        raise CommandFailed("cmd.reboot_failed", f"{argv[0]} exited {proc.returncode}: "
+                            f"{out.decode('utf-8', 'replace')[-200:]}")
+    return {"rebooting": True}
+
+
+async def _restart_agent(svc: CommandService, cmd: Verified, ctx: Context) -> None:
+    await _wait_no_session(svc, cmd, ctx)
+    svc.counters["succeeded"] += 1
+    await svc.result(ctx, "succeeded", result={"restarting": True, "exit_code": EX_TEMPFAIL}, wait=5.0)
+    await svc.sender.drain(5.0)
+    log.warning("restarting the agent on command from %s", ctx.key_id)
+    # A non-zero exit, so systemd restarts it whatever Restart= says.
+    svc.agent.exit_code = EX_TEMPFAIL
+    svc.agent.request_stop()
+
+
+async def _update_config(svc: CommandService, cmd: Verified, ctx: Context) -> None:
+    remote = svc.agent.components.get("RemoteConfig")
+    if remote is None:
+        raise CommandFailed("cmd.unsupported", "remote configuration is not enabled")
+    args = cmd.args
+    outcome = await remote.apply(args["config"], args["version"], args.get("confirm_within_s", 60),
+                                 source=f"command by {ctx.key_id}", before_reload=lambda out: svc.result(
+                                     ctx, "succeeded", result=out, wait=5.0))
+    if outcome.get("status") != "pending":
+        raise CommandFailed(str(outcome.get("code", "config.refused")), str(outcome.get("message", "")), outcome)
+    svc.counters["succeeded"] += 1
+
+
+async def _firmware_update(svc: CommandService, cmd: Verified, ctx: Context) -> dict[str, Any]:
+    """hal.coproc.CoprocDevice.update_firmware(image, signature, progress_cb, confirm_s=)."""
+    coproc = svc.agent.peripherals.devices.get("coproc") if svc.agent.peripherals else None
+    fn = getattr(coproc, "update_firmware", None)
+    if not callable(fn):
+        raise CommandFailed("cmd.no_coproc", "no co-processor with firmware update on this kiosk")
+    try:
+        image = base64.b64decode(cmd.args["image"], validate=True)
+        signature = base64.b64decode(cmd.args["signature"], validate=True)
+    except ValueError:
+        raise CommandFailed("firmware.bad_image", "image or signature is not base64") from None
+    if hashlib.sha256(image).hexdigest() != cmd.args["sha256"]:
+        raise CommandFailed("firmware.checksum_mismatch", "image does not match sha256")
+    loop = asyncio.get_running_loop()
+    last = [-10]
+
+    def progress(sent: int, total: int) -> None:       # called on the executor thread
+        pct = int(100 * sent / max(1, total))
+        if pct >= last[0] + 10 or sent >= total:
+            last[0] = pct
+            loop.call_soon_threadsafe(svc._spawn, svc.result(ctx, "in_progress", progress=min(100, pct),
+                                                             message=f"{sent} of {total} bytes"))
+    await svc.result(ctx, "in_progress", progress=0, message=f"updating the co-processor ({len(image)} bytes)")
+    confirm = cmd.args.get("confirm_s")
+    try:
+        version = await loop.run_in_executor(None, lambda: fn(image, signature, progress_cb=progress,
+                                                              confirm_s=confirm))
+    except Exception as exc:  # noqa: BLE001 - the driver's code says what went wrong
+        raise CommandFailed(str(getattr(exc, "code", "firmware.update_failed")), str(exc)[:300]) from None
+    return {"updated": True, "version": str(version)}
+
+
+HANDLERS: dict[str, Handler] = {
+    "ping": _ping, "get-health": _get_health, "selftest": _selftest, "set-mode": _set_mode,
+    "print-test-page": _print_test_page, "collect-logs": _collect_logs, "reboot": _reboot,
+    "restart-agent": _restart_agent, "update-config": _update_config, "firmware-update": _firmware_update,
+}

@@ -1,0 +1,411 @@
+# SPDX-License-Identifier: Apache-2.0
+"""The signed, hash-chained transaction journal.
+
+``await journal.record(tx)`` returns only once the record is committed to
+disk (fsync of the WAL, ``synchronous=FULL``) together with its outbox row,
+in one transaction: a record is never on disk without being queued for the
+broker, nor queued without being on disk.
+
+**Record** (published on ``tx``, byte for byte as stored)::
+
+    {"data": {...the transaction...}, "id": "<uuid4 hex>", "kid": "<key id>",
+     "kiosk": "k-0001", "prev": "<64 hex>", "seq": 42, "sig": "<base64>",
+     "ts": 1763890000000, "v": 1}
+
+**Canonical encoding**: JSON, keys sorted at every depth, separators ``,``
+and ``:``, no whitespace, non-ASCII as UTF-8 (not escaped), NaN/Infinity
+refused. The payload is the canonical encoding of the whole record; a
+verifier re-encodes and refuses a payload that differs.
+
+**Signature**: Ed25519 by the device key over ``b"kiosk-agent/v1/tx\\n"``
+followed by the canonical encoding of the record *without* ``sig``;
+``kid`` = first 8 bytes of SHA-256 of the raw public key, hex.
+
+**Chain**: ``hash(record)`` = SHA-256 of the payload bytes, hex. ``seq``
+starts at 1 and grows by exactly 1; ``prev`` of record n is the hash of
+record n-1; ``prev`` of seq 1 is 64 zeros (``GENESIS``). Because ``prev``
+covers the signed payload, changing, dropping or reordering any record
+breaks every later link, and ``verify_chain`` names the first break.
+
+    journal = Journal(store, key, "k-0001", fleet="north")
+    rec = await journal.record({"service": "pension-print", "outcome": "completed"})
+    rec.id, rec.seq, rec.payload          # on disk now
+    verify_chain([rec.payload], key.public_key()).ok
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import dataclasses
+import hashlib
+import json
+import logging
+import random
+import sqlite3
+import time
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import Any
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import (
+    Ed25519PrivateKey,
+    Ed25519PublicKey,
+)
+
+from agent.contract import CONTRACT_VERSION, Topics
+from agent.errors import AgentError
+from agent.keys import key_id
+from agent.store import Job, Store
+
+__all__ = [
+    "GENESIS",
+    "SIGN_TAG",
+    "ChainReport",
+    "Journal",
+    "JournalError",
+    "JournalRecord",
+    "canonical",
+    "parse_ack",
+    "record_hash",
+    "synthetic_load",
+    "verify_chain",
+    "verify_record",
+]
+
+log = logging.getLogger(__name__)
+
+GENESIS = "0" * 64
+SIGN_TAG = b"kiosk-agent/v1/tx\n"
+MAX_ACK_IDS = 10_000
+
+
+class JournalError(AgentError):
+    """A transaction that cannot be journalled (not JSON-encodable)."""
+
+    code = "agent.journal.invalid"
+
+
+def canonical(obj: Any) -> bytes:
+    """The canonical encoding (see the module docstring)."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+                      allow_nan=False).encode("utf-8")
+
+
+def record_hash(payload: bytes) -> str:
+    return hashlib.sha256(payload).hexdigest()
+
+
+@dataclasses.dataclass(frozen=True)
+class JournalRecord:
+    """One committed record; ``payload`` is exactly what goes on the wire."""
+
+    id: str
+    seq: int
+    prev: str
+    hash: str
+    ts: int
+    payload: bytes
+
+    @property
+    def data(self) -> dict[str, Any]:
+        result: dict[str, Any] = json.loads(self.payload)
+        return result
+
+
+def _sign_record(key: Ed25519PrivateKey, kid: str, kiosk: str, seq: int, prev: str,
+                 data: bytes, record_id: str, ts: int) -> JournalRecord:
+    """Build the canonical bytes directly (hot path): ``data`` is already canonical.
+
+    Keys in canonical order: data, id, kid, kiosk, prev, seq, sig, ts, v; the
+    values are hex strings, integers and the kiosk id (JSON-escaped), so
+    splicing is exactly ``canonical()`` -- a test checks it.
+    """
+    head = b'{"data":' + data + (',"id":"%s","kid":"%s","kiosk":%s,"prev":"%s","seq":%d' % (
+        record_id, kid, json.dumps(kiosk, ensure_ascii=False), prev, seq)).encode("utf-8")
+    tail = b',"ts":%d,"v":%d}' % (ts, CONTRACT_VERSION)
+    sig = base64.b64encode(key.sign(SIGN_TAG + head + tail))
+    payload = head + b',"sig":"' + sig + b'"' + tail
+    return JournalRecord(record_id, seq, prev, record_hash(payload), ts, payload)
+
+
+def verify_record(payload: bytes, public_key: Ed25519PublicKey | Mapping[str, Ed25519PublicKey]) -> dict[str, Any]:
+    """Decode and check one payload: canonical form and signature.
+
+    Returns the record; raises ValueError naming what is wrong.
+    """
+    try:
+        rec = json.loads(payload)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ValueError(f"not JSON: {exc}") from None
+    if not isinstance(rec, dict) or not isinstance(rec.get("sig"), str):
+        raise ValueError("not a signed record")
+    if canonical(rec) != payload:
+        raise ValueError("payload is not in canonical form")
+    key = public_key.get(rec.get("kid", "")) if isinstance(public_key, Mapping) else public_key
+    if key is None:
+        raise ValueError(f"unknown key id {rec.get('kid')!r}")
+    body = {k: v for k, v in rec.items() if k != "sig"}
+    try:
+        key.verify(base64.b64decode(rec["sig"], validate=True), SIGN_TAG + canonical(body))
+    except (InvalidSignature, ValueError):
+        raise ValueError("bad signature") from None
+    return body
+
+
+@dataclasses.dataclass
+class ChainReport:
+    """Outcome of :func:`verify_chain`; ``break_at`` is the index of the first bad record."""
+
+    ok: bool
+    count: int
+    last_seq: int | None = None
+    last_hash: str | None = None
+    break_at: int | None = None
+    break_seq: int | None = None
+    reason: str = ""
+
+    def __str__(self) -> str:
+        if self.ok:
+            return f"ok: {self.count} records, last seq {self.last_seq}"
+        return f"BROKEN at record #{self.break_at} (seq {self.break_seq}): {self.reason}"
+
+
+def verify_chain(records: Iterable[bytes], public_key: Ed25519PublicKey | Mapping[str, Ed25519PublicKey],
+                 *, prev: str | None = None, first_seq: int | None = None) -> ChainReport:
+    """Check payloads in seq order: form, signature, gapless seq, prev links.
+
+    The first record must have seq 1 and prev GENESIS unless ``prev`` (the
+    hash the chain continues from) or ``first_seq`` say otherwise, so a
+    verifier holding only a tail still checks it.
+
+        report = verify_chain(payloads, device_public_key)
+        print(report)        # "BROKEN at record #17 (seq 18): prev does not match"
+    """
+    count = 0
+    last_seq: int | None = None
+    last_hash = prev
+    for index, payload in enumerate(records):
+        seq: int | None = None
+        try:
+            rec = verify_record(payload, public_key)
+            seq = rec.get("seq")
+            if not isinstance(seq, int) or isinstance(seq, bool):
+                raise ValueError("seq is not an integer")
+            if last_seq is None:
+                expected_seq = first_seq if first_seq is not None else (None if prev is not None else 1)
+                if expected_seq is not None and seq != expected_seq:
+                    raise ValueError(f"seq {seq}, expected {expected_seq}")
+                expected_prev = prev if prev is not None else (GENESIS if seq == 1 else None)
+            else:
+                if seq != last_seq + 1:
+                    raise ValueError(f"seq {seq} after {last_seq} (gap or reorder)")
+                expected_prev = last_hash
+            if expected_prev is not None and rec.get("prev") != expected_prev:
+                raise ValueError("prev does not match the hash of the previous record")
+        except ValueError as exc:
+            return ChainReport(False, count, last_seq, last_hash, index, seq, str(exc))
+        count += 1
+        last_seq = seq
+        last_hash = record_hash(payload)
+    return ChainReport(True, count, last_seq, last_hash)
+
+
+class _RecordJob(Job):
+    durable = True
+
+    def __init__(self, journal: Journal, data: bytes) -> None:
+        self.journal = journal
+        self.data = data
+        self.saved: tuple[int, str] | None = None
+
+    def run(self, conn: sqlite3.Connection) -> JournalRecord:
+        j = self.journal
+        rec = _sign_record(j.key, j.kid, j.kiosk, j.head_seq + 1, j.head_hash, self.data,
+                           uuid.uuid4().hex, int(time.time() * 1000))
+        conn.execute("INSERT INTO journal(seq, id, ts, hash, payload) VALUES (?, ?, ?, ?, ?)",
+                     (rec.seq, rec.id, rec.ts, rec.hash, rec.payload))
+        # The outbox row points at the journal row: the bytes are stored once,
+        # so every (re)publish is the same bytes.
+        conn.execute("INSERT INTO outbox(cls, topic, payload, ref, retain, size, created_ms) "
+                     "VALUES ('tx', ?, NULL, ?, 0, ?, ?)", (j.topic, rec.seq, len(rec.payload), rec.ts))
+        self.saved = (j.head_seq, j.head_hash)
+        j.head_seq, j.head_hash = rec.seq, rec.hash
+        return rec
+
+    def aborted(self) -> None:
+        if self.saved is not None:
+            self.journal.head_seq, self.journal.head_hash = self.saved
+            self.saved = None
+
+    def on_loop(self, rec: JournalRecord) -> None:
+        self.journal._notify(rec)
+
+
+class _AckJob(Job):
+    # A lost ack mark (power cut before the next fsync) only leaves a record
+    # counted as "published, not acknowledged" until the back office says
+    # so again: no fsync of its own (see Writer).
+    durable = False
+
+    def __init__(self, ids: list[str]) -> None:
+        self.ids = ids
+
+    def run(self, conn: sqlite3.Connection) -> list[str]:
+        now = int(time.time() * 1000)
+        found: list[str] = []
+        for record_id in self.ids:
+            cur = conn.execute("UPDATE journal SET acked_ms = ? WHERE id = ? AND acked_ms IS NULL", (now, record_id))
+            if cur.rowcount:
+                found.append(record_id)
+        return found
+
+
+def parse_ack(payload: bytes) -> list[str]:
+    """The ids of a ``tx/ack`` payload (``{"v":1,"ts":...,"ids":[...]}``); ValueError if malformed."""
+    doc = json.loads(payload)
+    ids = doc.get("ids") if isinstance(doc, dict) else None
+    if not isinstance(ids, list) or len(ids) > MAX_ACK_IDS or \
+            not all(isinstance(i, str) and 0 < len(i) <= 128 for i in ids):
+        raise ValueError("tx/ack needs 'ids': a list of up to 10,000 id strings")
+    return ids
+
+
+class Journal:
+    """Records transactions; owns the chain head (moved only by the writer thread)."""
+
+    def __init__(self, store: Store, signing_key: Ed25519PrivateKey, kiosk_id: str, *,
+                 fleet: str = "default", topic: str | None = None) -> None:
+        self.store = store
+        self.key = signing_key
+        self.kid = key_id(signing_key.public_key())
+        self.kiosk = kiosk_id
+        self.topic = topic or Topics(fleet, kiosk_id).tx
+        row = store.conn.execute("SELECT seq, hash FROM journal ORDER BY seq DESC LIMIT 1").fetchone()
+        self.head_seq: int = int(row[0]) if row else 0
+        self.head_hash: str = str(row[1]) if row else GENESIS
+        self._ack_listeners: list[Callable[[list[str]], Any]] = []
+        self.recorded = 0
+
+    async def record(self, tx: Mapping[str, Any]) -> JournalRecord:
+        """Journal ``tx``; returns once it and its outbox row are fsynced.
+
+        Raises JournalError for data JSON cannot carry, StoreFull when the
+        disk is full, StoreError for other store failures; in every error
+        case nothing was recorded and the chain head did not move.
+        """
+        try:
+            # Encoded now: later changes to ``tx`` by the caller cannot leak in.
+            data = canonical(dict(tx))
+        except (TypeError, ValueError) as exc:
+            raise JournalError(f"transaction is not JSON-encodable: {exc}") from exc
+        rec: JournalRecord = await self.store.writer.submit_async(_RecordJob(self, data))
+        return rec
+
+    def _notify(self, rec: JournalRecord) -> None:
+        # Runs even if the caller was cancelled: the row is on disk either way.
+        self.recorded += 1
+        for cb in self.store.outbox_listeners:
+            cb("tx", 1, len(rec.payload))
+
+    # -- back-office acknowledgement ---------------------------------------------
+
+    def add_ack_listener(self, cb: Callable[[list[str]], Any]) -> None:
+        """``cb(ids)`` after ``tx/ack`` ids are marked (evidence deletion hooks here)."""
+        self._ack_listeners.append(cb)
+
+    async def mark_acked(self, ids: Iterable[str]) -> list[str]:
+        """Mark records the back office committed; returns the ids newly marked."""
+        wanted = list(dict.fromkeys(ids))
+        if not wanted:
+            return []
+        found: list[str] = await self.store.writer.submit_async(_AckJob(wanted))
+        for cb in list(self._ack_listeners):
+            try:
+                result = cb(wanted)
+                if asyncio.iscoroutine(result):
+                    await result
+            except Exception:
+                log.exception("tx/ack listener failed")
+        return found
+
+    async def on_tx_ack(self, message: Any) -> None:
+        """Uplink handler for ``tx/ack``: ``uplink.subscribe(topics.tx_ack, journal.on_tx_ack)``."""
+        try:
+            ids = parse_ack(message.payload)
+        except ValueError as exc:
+            log.warning("malformed tx/ack ignored: %s", exc)
+            return
+        await self.mark_acked(ids)
+
+    # -- reading -----------------------------------------------------------------
+
+    def payloads(self, from_seq: int = 1, conn: sqlite3.Connection | None = None) -> Iterator[bytes]:
+        """Stored payloads in seq order (for export and ``kioskctl verify``)."""
+        cur = (conn or self.store.conn).execute("SELECT payload FROM journal WHERE seq >= ? ORDER BY seq",
+                                                (from_seq,))
+        for (payload,) in cur:
+            yield bytes(payload)
+
+    def stats(self) -> dict[str, Any]:
+        """For health: published-but-unacknowledged count and the oldest one's age.
+
+        Cheap on a big backlog (no per-row outbox lookups): records still
+        in the outbox are the unpublished ones, and they are the newest,
+        because a class is published in order.
+        """
+        conn = self.store.conn
+        unacked = conn.execute("SELECT count(*) FROM journal WHERE acked_ms IS NULL").fetchone()[0]
+        queued = conn.execute("SELECT count(*) FROM outbox WHERE cls = 'tx'").fetchone()[0]
+        first = conn.execute("SELECT ref FROM outbox WHERE cls = 'tx' ORDER BY id LIMIT 1").fetchone()
+        bound = first[0] if first else self.head_seq + 1
+        oldest = conn.execute("SELECT ts FROM journal WHERE acked_ms IS NULL AND seq < ? ORDER BY seq LIMIT 1",
+                              (bound,)).fetchone()
+        age = round(time.time() - oldest[0] / 1000, 1) if oldest else None
+        return {"seq": self.head_seq, "unacked": max(0, int(unacked) - int(queued)), "oldest_unacked_age_s": age}
+
+
+_SERVICES = ("pension-print", "bill-water", "bill-electricity", "licence-renewal", "residence-permit")
+
+
+def synthetic_tx(rng: random.Random, n: int) -> dict[str, Any]:
+    """A PII-free synthetic transaction (masked id only, never a real number)."""
+    return {"type": "synthetic", "n": n, "service": rng.choice(_SERVICES), "outcome": "completed",
+            "id_masked": "11************%04d" % rng.randrange(10_000), "duration_ms": rng.randrange(20_000, 480_000),
+            "receipt": None, "evidence": False}
+
+
+async def synthetic_load(journal: Journal, per_minute: float, stop_event: asyncio.Event, *,
+                         rng: random.Random | None = None,
+                         on_record: Callable[[JournalRecord], Any] | None = None) -> int:
+    """Record ``per_minute`` synthetic transactions (Poisson arrivals) until ``stop_event``.
+
+    For ``sim.tx_per_minute``: the same journal API the session engine uses.
+    A store error is logged and the load goes on (as a kiosk would keep
+    serving). Returns how many were recorded.
+
+        stop = asyncio.Event()
+        task = asyncio.create_task(synthetic_load(journal, 60, stop))
+    """
+    rng = rng or random.Random()
+    done = 0
+    if per_minute <= 0:
+        await stop_event.wait()
+        return 0
+    rate = per_minute / 60.0
+    while not stop_event.is_set():
+        try:
+            await asyncio.wait_for(stop_event.wait(), rng.expovariate(rate))
+            break
+        except TimeoutError:
+            pass
+        try:
+            rec = await journal.record(synthetic_tx(rng, done + 1))
+        except AgentError as exc:
+            log.error("synthetic transaction not recorded: %s: %s", exc.code, exc)
+            continue
+        done += 1
+        if on_record is not None:
+            on_record(rec)
+    return done

@@ -1,0 +1,244 @@
+# SPDX-License-Identifier: Apache-2.0
+"""The session engine's edges: record helpers, devices, journal and outbox.
+
+Split from :mod:`agent.sessions` to keep the state machine readable; nothing
+here keeps state of its own.
+
+    mask_id("AB0000000000WXYZ")            # "AB**********WXYZ"
+    s10_waybill(47312482)                  # "EA473124829CN"
+    io = DeviceIO(agent)
+    jpeg = await io.capture_still()        # bytearray, the caller zeroes it
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import dataclasses
+import datetime as dt
+import enum
+import inspect
+import logging
+from typing import Any
+
+from agent.config import ServiceConfig
+from agent.errors import AgentError
+from hal.protocols.scanner import mask_code
+
+__all__ = ["mask_id", "mask_reference", "s10_waybill", "dev_recipient_key", "CardFields", "DeviceIO",
+           "receipt_lines", "DeviceMissing", "DEV_KEY_NAME"]
+
+log = logging.getLogger(__name__)
+
+
+class DeviceMissing(AgentError):
+    """A step needs a peripheral or component this agent does not have."""
+
+    code = "agent.session.device_missing"
+
+
+# -- record helpers ------------------------------------------------------------------
+
+def mask_id(number: str | None) -> str | None:
+    """Display mask: at most the first 2 and the last 4 characters.
+
+    >>> mask_id("AB0000000000WXYZ")
+    'AB**********WXYZ'
+    """
+    if not number:
+        return None
+    # The same rule the scanner driver logs payment codes with: one definition.
+    return mask_code(number.strip())
+
+
+def mask_reference(ref: str) -> str:
+    """A payment code masked like an ID number: ``"13**********5678"``."""
+    return mask_id(ref) or ""
+
+
+def s10_waybill(serial: int, prefix: str = "EA", country: str = "CN") -> str:
+    """A UPU S10 item number (EMS style) with its mod-11 check digit (simulated issue).
+
+    >>> s10_waybill(47312482)
+    'EA473124829CN'
+    """
+    digits = f"{serial % 10**8:08d}"
+    total = sum(int(d) * w for d, w in zip(digits, (8, 6, 4, 2, 3, 5, 9, 7)))
+    check = 11 - total % 11
+    check = 0 if check == 10 else 5 if check == 11 else check
+    return f"{prefix}{digits}{check}{country}"
+
+
+DEV_KEY_NAME = "dev-backoffice-evidence.pem"
+
+
+def dev_recipient_key(cfg: Any) -> bytes | None:
+    """On a *development* kiosk with simulated hardware only: a generated back-office key.
+
+    ``make run`` and ``kiosk-agent simulate`` need somewhere to seal to; the
+    private key lands in ``storage.dir`` so ``kioskctl unseal`` can be tried.
+    A production configuration must set ``evidence.recipient_public_key``.
+    """
+    if cfg.hal.backend != "sim" or cfg.kiosk.mode != "development":
+        return None
+    from agent.sealing import X25519PrivateKey, load_private_key, save_private_key
+    path = cfg.storage.dir / DEV_KEY_NAME
+    if path.exists():
+        key = load_private_key(path)
+    else:
+        key = X25519PrivateKey.generate()
+        cfg.storage.dir.mkdir(parents=True, exist_ok=True)
+        save_private_key(key, path)
+    log.warning("development kiosk: evidence sealed to the generated key %s (set "
+                "evidence.recipient_public_key in production)", path)
+    return key.public_key().public_bytes_raw()
+
+
+# -- devices, journal, outbox ------------------------------------------------------
+
+@dataclasses.dataclass
+class CardFields:
+    """A card record flattened for sealing; ``fields`` holds PII."""
+
+    fields: dict[str, Any]
+    photo_wlt: bytearray
+    id_number: str
+    card_type: str
+    check_ok: bool
+
+    def wipe(self) -> None:
+        self.photo_wlt[:] = bytes(len(self.photo_wlt))
+        self.fields.clear()
+        self.id_number = ""
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, enum.Enum):
+        return _plain(value.value)
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return base64.b64encode(bytes(value)).decode("ascii")
+    if isinstance(value, (dt.date, dt.datetime)):
+        return value.isoformat()
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+class DeviceIO:
+    """The engine's edge: peripherals, journal and outbox, looked up on the agent."""
+
+    PHOTO_KEYS = ("photo_wlt", "photo", "wlt")
+    TYPE_KEYS = ("card_type", "type", "kind")
+    NUMBER_KEYS = ("id_number", "number", "card_number")
+    CHECK_KEYS = ("check_ok", "check_valid", "checksum_ok", "valid_check")
+
+    def __init__(self, agent: Any) -> None:
+        self.agent = agent
+
+    def _device(self, name: str) -> Any:
+        peripherals = self.agent.peripherals
+        device = peripherals.devices.get(name) if peripherals is not None else None
+        if device is None:
+            raise DeviceMissing(f"no {name} configured")
+        return device
+
+    def component(self, *names: str) -> Any:
+        for name in names:
+            found = getattr(self.agent, name.lower(), None) or self.agent.components.get(name)
+            if found is not None:
+                return found
+        return None
+
+    def card_fields(self, record: Any) -> CardFields:
+        if dataclasses.is_dataclass(record) and not isinstance(record, type):
+            raw = {f.name: getattr(record, f.name) for f in dataclasses.fields(record)}
+        elif isinstance(record, dict):
+            raw = dict(record)
+        elif callable(getattr(record, "as_dict", None)):
+            raw = dict(record.as_dict())
+        else:
+            raw = dict(vars(record))
+        photo = next((raw.pop(k) for k in self.PHOTO_KEYS if k in raw), b"")
+        number = next((raw[k] for k in self.NUMBER_KEYS if raw.get(k)), "")
+        kind = next((raw[k] for k in self.TYPE_KEYS if raw.get(k) is not None), "resident")
+        check = next((raw[k] for k in self.CHECK_KEYS if k in raw), True)
+        check = check() if callable(check) else check
+        return CardFields(fields={k: _plain(v) for k, v in raw.items() if not k.startswith("_")},
+                          photo_wlt=bytearray(photo), id_number=str(_plain(number)),
+                          card_type=str(_plain(kind)), check_ok=bool(check))
+
+    async def capture_still(self) -> bytearray:
+        camera = self._device("camera")
+        still = await asyncio.to_thread(camera.capture_still)
+        jpeg = bytearray(still.jpeg if hasattr(still, "jpeg") else still)
+        return jpeg
+
+    async def print_receipt(self, service: ServiceConfig, tx: dict[str, Any]) -> None:
+        printer = self._device("printer")
+        lines = receipt_lines(self.agent.cfg.kiosk, service, tx)
+        await asyncio.to_thread(printer.print_receipt, lines)
+
+    async def journal_record(self, tx: dict[str, Any]) -> dict[str, Any]:
+        journal = self.component("Journal")
+        if journal is None:
+            raise DeviceMissing("no journal component: the transaction cannot be recorded")
+        result = journal.record(tx)
+        if inspect.isawaitable(result):
+            result = await result
+        return {"id": getattr(result, "id"), "seq": getattr(result, "seq", None)}
+
+    async def enqueue(self, cls: str, topic: str, payload: bytes) -> None:
+        outbox = self.component("Outbox")
+        if outbox is None:
+            raise DeviceMissing("no outbox component: evidence kept on disk only")
+        result = outbox.enqueue(cls, topic, payload)
+        if inspect.isawaitable(result):
+            await result
+
+    def trigger_scanner(self, on: bool) -> None:
+        """Arm (or disarm) a scanner in serial-trigger mode; harmless for one that reads freely."""
+        peripherals = self.agent.peripherals
+        scanner = peripherals.devices.get("scanner") if peripherals is not None else None
+        if scanner is None or not callable(getattr(scanner, "trigger", None)):
+            return
+
+        def send() -> None:
+            try:
+                scanner.trigger(on)
+            except Exception as exc:  # noqa: BLE001 - the citizen can still scan a free-running scanner
+                log.debug("scanner trigger failed: %s", exc)
+
+        asyncio.get_running_loop().run_in_executor(None, send)
+
+    def beep(self) -> None:
+        tower = getattr(self.agent.peripherals, "light_tower", None)
+        if tower is None:
+            return
+        def buzz(on: bool) -> None:
+            try:
+                tower.buzz(on)
+            except Exception:  # noqa: BLE001 - a closed buzzer (shutdown) is no reason to fail
+                pass
+
+        buzz(True)
+        asyncio.get_running_loop().call_later(0.3, buzz, False)
+
+
+def receipt_lines(kiosk: Any, service: ServiceConfig, tx: dict[str, Any]) -> list[str]:
+    """What the receipt says: PII-free (the masked number at most)."""
+    lines = [service.name_zh, service.name_en, "",
+             f"回执号 Receipt: {tx.get('receipt') or '-'}",
+             f"交易 Transaction: {tx.get('id')}",
+             f"时间 Time: {dt.datetime.now():%Y-%m-%d %H:%M}",
+             f"网点 Outlet: {kiosk.site} ({kiosk.id})"]
+    if tx.get("id_masked"):
+        lines.append(f"证件 ID: {tx['id_masked']}")
+    if tx.get("payment"):
+        lines.append(f"支付 Paid: {tx['payment']['method']} {tx['payment']['ref_masked']}")
+    if tx.get("waybill"):
+        lines.append(f"EMS 邮件号 Waybill: {tx['waybill']}")
+    return lines

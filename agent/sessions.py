@@ -1,0 +1,596 @@
+# SPDX-License-Identifier: Apache-2.0
+"""The citizen session engine: one session at a time, step by step.
+
+A component (``"agent.sessions:SessionEngine"`` in ``agent.daemon.COMPONENTS``).
+Device events (ID card read, scan) and the calls of a kiosk UI drive a
+state machine over the service's steps (:mod:`agent.catalogue`). Every
+session ends as ``completed``, ``abandoned`` (the citizen cancelled or
+walked away: a step timed out) or ``failed`` (the kiosk could not go on: a
+device fault, maintenance mode, the door opened, shutdown), and becomes one
+PII-free transaction record in the journal, with each step's timing. A
+completed session that read a card also leaves a sealed evidence bundle
+(:mod:`agent.evidence`). Whatever the outcome, the session's personal data
+is then wiped, so the next citizen starts clean.
+
+The UI API is plain async methods (``begin`` rather than ``start``, which
+is the component lifecycle):
+
+    engine = agent.components["SessionEngine"]
+    await engine.begin("pension_record_print")   # SessionError if busy, not in service, ...
+    engine.status()          # {"state": "active", "step": "read_id", ...}: never PII
+    await engine.set_consent(face=True)
+    await engine.provide_address(recipient="...", phone="...", address="...", postcode="...")
+    await engine.confirm()
+    await engine.cancel()
+    engine.add_listener(lambda ev: print(ev["event"]))   # step, ended, card_left, ...
+    await engine.wait_idle()
+
+The receipt is printed only after the transaction is committed (fsync) to
+the journal; the print step therefore appears in the record as
+``after_commit``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import datetime as dt
+import enum
+import inspect
+import logging
+import time
+import uuid
+from typing import Any, Callable
+
+from agent.catalogue import Catalogue
+from agent.config import ServiceConfig
+from agent.errors import AgentError
+from agent.evidence import EvidenceContent, EvidenceStore, evidence_payload, seal_content
+from agent.sessionio import DeviceIO, dev_recipient_key, mask_id, mask_reference, s10_waybill
+from hal.device import DeviceEvent
+
+__all__ = ["SessionEngine", "SessionError", "Busy", "NotInService", "OfflineNotAllowed", "NoSession",
+           "WrongStep", "mask_id", "mask_reference", "s10_waybill", "COMPLETED", "ABANDONED", "FAILED"]
+
+log = logging.getLogger(__name__)
+
+COMPLETED, ABANDONED, FAILED = "completed", "abandoned", "failed"
+_TICK_S = 0.25            # how often a waiting step looks at mode and door
+CARD_REMINDERS = 3
+SWEEP_INTERVAL_S = 3600.0
+
+
+class SessionError(AgentError):
+    """A UI call that cannot be served now."""
+
+    code = "agent.session.error"
+
+
+class Busy(SessionError):
+    """Another citizen's session is running."""
+
+    code = "agent.session.busy"
+
+
+class NotInService(SessionError):
+    """The kiosk is in maintenance or out of service."""
+
+    code = "agent.session.not_in_service"
+
+
+class OfflineNotAllowed(SessionError):
+    """The service needs the back office and the kiosk is offline."""
+
+    code = "agent.session.offline"
+
+
+class NoSession(SessionError):
+    """No session is running."""
+
+    code = "agent.session.none"
+
+
+class WrongStep(SessionError):
+    """The call does not fit the current step."""
+
+    code = "agent.session.wrong_step"
+
+
+class _StepFailed(Exception):
+    def __init__(self, outcome: str, reason: str) -> None:
+        super().__init__(reason)
+        self.outcome = outcome
+        self.reason = reason
+
+
+@dataclasses.dataclass
+class _Step:
+    kind: str
+    timeout_s: float
+    status: str = "not_reached"      # done | timeout | interrupted | failed | after_commit | not_reached
+    started: float | None = None
+    ended: float | None = None
+
+    def record(self) -> dict[str, Any]:
+        ms = None if self.started is None or self.ended is None else round((self.ended - self.started) * 1000)
+        return {"kind": self.kind, "status": self.status, "ms": ms}
+
+
+class _State(enum.Enum):
+    ACTIVE = "active"
+    ENDING = "ending"
+
+
+@dataclasses.dataclass
+class Session:
+    """One citizen's session. Everything PII lives here and is wiped at the end."""
+
+    service: ServiceConfig
+    id: str = dataclasses.field(default_factory=lambda: uuid.uuid4().hex)
+    started_ms: int = dataclasses.field(default_factory=lambda: int(time.time() * 1000))
+    started: float = dataclasses.field(default_factory=time.monotonic)
+    steps: list[_Step] = dataclasses.field(default_factory=list)
+    index: int = 0
+    state: _State = _State.ACTIVE
+    inputs: asyncio.Queue[tuple[str, Any]] = dataclasses.field(default_factory=asyncio.Queue)
+    consent_face: bool = False
+    interrupt: tuple[str, str] | None = None     # (outcome, reason) asked for by cancel() or stop()
+    # -- PII (wiped) ---------------------------------------------------------
+    card: dict[str, Any] | None = None
+    photo_wlt: bytearray | None = None
+    face_jpeg: bytearray | None = None
+    mailing: dict[str, str] | None = None
+    # -- not PII (kept for the record) ---------------------------------------
+    card_type: str | None = None
+    id_masked: str | None = None
+    payment: dict[str, str] | None = None
+
+    def wipe(self) -> None:
+        for buf in (self.photo_wlt, self.face_jpeg):
+            if buf is not None:
+                buf[:] = bytes(len(buf))
+        if self.card is not None:
+            self.card.clear()
+        if self.mailing is not None:
+            self.mailing.clear()
+        self.card = self.photo_wlt = self.face_jpeg = self.mailing = None
+        while not self.inputs.empty():
+            self.inputs.get_nowait()
+
+
+class SessionEngine:
+    """The session component; see the module docstring for the UI API."""
+
+    def __init__(self, agent: Any) -> None:
+        self.agent = agent
+        self.cfg = agent.cfg
+        self.catalogue = Catalogue.from_config(agent.cfg)
+        self.io = DeviceIO(agent)
+        self.evidence: EvidenceStore | None = None
+        self.recipient: bytes | None = None
+        self.session: Session | None = None
+        self.last: dict[str, Any] | None = None
+        self.counts = {COMPLETED: 0, ABANDONED: 0, FAILED: 0}
+        self._runner: asyncio.Task[None] | None = None
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._listeners: list[Callable[[dict[str, Any]], None]] = []
+        self._card_left = False       # a card read in the last session may still be on the reader
+        self._reminders = 0
+        self._reminder: asyncio.TimerHandle | None = None
+        self._sweeper: asyncio.TimerHandle | None = None
+        self._stopping = False
+        self._trickle: Any = None
+
+    # -- component lifecycle --------------------------------------------------
+
+    async def start(self) -> None:
+        self._stopping = False
+        self.recipient = self.cfg.evidence.recipient_public_key or dev_recipient_key(self.cfg)
+        if self.recipient is None:
+            log.warning("evidence.recipient_public_key is not set: services that read an ID card are refused")
+        assert self.agent.store is not None
+        self.evidence = EvidenceStore(self.agent.store.path, retention_days=self.cfg.evidence.retention_days)
+        listeners = getattr(self.agent, "event_listeners", None)
+        if listeners is None:
+            log.error("Agent.event_listeners is missing: the session engine receives no device events")
+        else:
+            listeners.append(self.on_device_event)
+        self._hook_tx_ack()
+        self._sweep()
+        peripherals = self.agent.peripherals
+        if self.cfg.sim.sessions_per_minute > 0 and peripherals is not None and peripherals.backend.simulated:
+            from agent.simulate import Trickle
+            self._trickle = Trickle(self.agent, self, self.cfg.sim.sessions_per_minute)
+            self._trickle.start()
+        log.info("session engine ready: %d services%s", len(self.catalogue),
+                 " (default catalogue)" if self.catalogue.default else "")
+
+    async def stop(self) -> None:
+        if self._trickle is not None:
+            await self._trickle.stop()
+            self._trickle = None
+        self._stopping = True
+        session = self.session
+        if session is not None and session.state is _State.ACTIVE:
+            session.interrupt = (FAILED, "shutdown")
+            session.inputs.put_nowait(("tick", None))
+        if self._runner is not None:
+            try:
+                await asyncio.wait_for(asyncio.shield(self._runner), 4.0)
+            except (asyncio.TimeoutError, Exception):  # noqa: BLE001 - shutdown must go on
+                self._runner.cancel()
+        listeners = getattr(self.agent, "event_listeners", None)
+        if listeners is not None and self.on_device_event in listeners:
+            listeners.remove(self.on_device_event)
+        for timer in (self._reminder, self._sweeper):
+            if timer is not None:
+                timer.cancel()
+        if self.evidence is not None:
+            self.evidence.close()
+            self.evidence = None
+
+    # -- UI API ---------------------------------------------------------------
+
+    def add_listener(self, cb: Callable[[dict[str, Any]], None]) -> None:
+        """``cb(event)`` for each step change, end, reminder; events carry no PII."""
+        self._listeners.append(cb)
+
+    def remove_listener(self, cb: Callable[[dict[str, Any]], None]) -> None:
+        if cb in self._listeners:
+            self._listeners.remove(cb)
+
+    def services(self) -> list[dict[str, Any]]:
+        """The menu: ids, names, steps (for the UI's first screen)."""
+        return self.catalogue.describe()
+
+    async def begin(self, service_id: str) -> dict[str, Any]:
+        """Start a session for ``service_id``; returns ``status()``."""
+        service = self.catalogue.get(service_id)
+        if self._stopping:
+            raise NotInService("the agent is stopping")
+        if self.session is not None:
+            raise Busy("a session is running")
+        reason = self._kiosk_interrupt()
+        if reason is not None:
+            raise NotInService(f"not serving citizens: {reason[1]}")
+        if self.io.component("Journal") is None:
+            raise NotInService("no journal: a session could not be recorded")
+        uplink = self.agent.uplink
+        if not service.offline and not (uplink is not None and uplink.connected):
+            raise OfflineNotAllowed(f"{service.id} needs the back office and the kiosk is offline")
+        if self.catalogue.needs(service, "read_id") and self.recipient is None:
+            raise SessionError("no evidence.recipient_public_key: ID card services are disabled")
+        self._cancel_reminder()
+        session = Session(service, steps=[_Step(s.kind, s.timeout_s) for s in service.steps])
+        self.session = session
+        self._idle.clear()
+        log.info("session %s started: %s", session.id[:8], service.id)
+        self._runner = asyncio.create_task(self._run(session), name=f"session-{session.id[:8]}")
+        return self.status()
+
+    async def confirm(self) -> None:
+        self._input("confirm", None, expect="confirm")
+
+    async def cancel(self) -> None:
+        """The citizen pressed cancel: the session ends ``abandoned``."""
+        session = self._active()
+        session.interrupt = session.interrupt or (ABANDONED, "cancelled")
+        session.inputs.put_nowait(("tick", None))
+
+    async def set_consent(self, *, face: bool) -> None:
+        """Separate consent to send the face photo to the back office (default: no)."""
+        session = self._active()
+        session.consent_face = bool(face)
+        log.info("session %s: face consent %s", session.id[:8], "given" if face else "withdrawn")
+
+    async def provide_address(self, *, recipient: str, phone: str, address: str, postcode: str) -> None:
+        """The mailing address, for services that mail a document (sealed, never logged)."""
+        fields = {"recipient": recipient, "phone": phone, "address": address, "postcode": postcode}
+        if not all(isinstance(v, str) and v.strip() for v in fields.values()):
+            raise WrongStep("recipient, phone, address and postcode are all required")
+        self._input("address", fields, expect="capture_address")
+
+    def status(self) -> dict[str, Any]:
+        """What a UI shows; no PII beyond the masked ID number."""
+        session = self.session
+        out: dict[str, Any] = {"state": "idle", "mode": self.agent.mode, "card_left": self._card_left, "last": self.last, "counts": dict(self.counts)}
+        if session is not None:
+            step = session.steps[session.index] if session.index < len(session.steps) else None
+            remaining = None
+            if step is not None and step.started is not None and step.ended is None:
+                remaining = max(0.0, step.timeout_s - (time.monotonic() - step.started))
+            out.update(state=session.state.value, session=session.id, service=session.service.id,
+                       step=step.kind if step else None, step_index=session.index,
+                       steps_total=len(session.steps), step_remaining_s=remaining,
+                       card_read=session.card is not None, card_type=session.card_type,
+                       id_masked=session.id_masked, consent_face=session.consent_face)
+        return out
+
+    async def wait_idle(self, timeout: float | None = None) -> bool:
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout)
+        except asyncio.TimeoutError:
+            return False
+        return True
+
+    def _active(self) -> Session:
+        session = self.session
+        if session is None or session.state is not _State.ACTIVE:
+            raise NoSession("no session is running")
+        return session
+
+    def _input(self, kind: str, value: Any, *, expect: str | None = None) -> None:
+        session = self._active()
+        if expect is not None and session.steps[session.index].kind != expect:
+            raise WrongStep(f"the current step is {session.steps[session.index].kind}, not {expect}")
+        session.inputs.put_nowait((kind, value))
+
+    # -- device events --------------------------------------------------------
+
+    def on_device_event(self, event: DeviceEvent) -> None:
+        """Called by the agent for every DeviceEvent, on the loop."""
+        if event.device == "idcard" and event.kind in ("card_read", "card_removed"):
+            # A new read means the old card was lifted; a removal (if a reader
+            # can report one) ends the reminders as well.
+            self._cancel_reminder()
+        session = self.session
+        if session is None or session.state is not _State.ACTIVE:
+            return
+        if event.device == "idcard" and event.kind == "card_read":
+            session.inputs.put_nowait(("card", event.data.get("card")))
+        elif event.device == "scanner" and event.kind == "scan":
+            session.inputs.put_nowait(("scan", dict(event.data)))
+        elif self._kiosk_interrupt() is not None:
+            session.inputs.put_nowait(("tick", None))      # wake the step to notice at once
+
+    def _kiosk_interrupt(self) -> tuple[str, str] | None:
+        if self.agent.mode != "in_service":
+            return FAILED, str(self.agent.mode)
+        alarms = self.agent.alarms
+        if alarms is not None and "door_open" in alarms.active:
+            return FAILED, "door_open"
+        return None
+
+    # -- the state machine ----------------------------------------------------
+
+    async def _run(self, session: Session) -> None:
+        outcome, reason, committed = COMPLETED, None, None
+        try:
+            for i, step in enumerate(session.steps):
+                session.index = i
+                if step.kind == "print_receipt" and committed is None:
+                    committed = await self._commit(session, COMPLETED, None)
+                step.started = time.monotonic()
+                self._notify({"event": "step", "session": session.id, "step": step.kind, "index": i,
+                              "timeout_s": step.timeout_s})
+                try:
+                    await self._do_step(session, step, committed)
+                    step.status = "after_commit" if committed is not None else "done"
+                except _StepFailed as exc:
+                    step.status = "interrupted" if exc.reason in ("cancelled", "shutdown") else \
+                        "timeout" if exc.reason.startswith("timeout") else "failed"
+                    if committed is not None:      # after the commit the service is delivered
+                        self._notify({"event": "receipt_failed", "session": session.id, "reason": exc.reason})
+                        break
+                    outcome, reason = exc.outcome, exc.reason
+                    break
+                finally:
+                    step.ended = time.monotonic()
+            if committed is None:
+                committed = await self._commit(session, outcome, reason)
+        except Exception:  # noqa: BLE001 - a bug must not leave PII or a stuck kiosk behind
+            log.exception("session %s crashed", session.id[:8])
+            outcome, reason = FAILED, "internal_error"
+        finally:
+            session.state = _State.ENDING
+            session.wipe()
+            self.counts[outcome] += 1
+            tx_id = committed.get("id") if isinstance(committed, dict) else None
+            self.last = {"session": session.id, "service": session.service.id, "outcome": outcome,
+                         "reason": reason, "tx": tx_id}
+            log.info("session %s %s%s (%s)", session.id[:8], outcome, f": {reason}" if reason else "",
+                     session.service.id)
+            self.session = None
+            self._idle.set()
+            self._notify({"event": "ended", **self.last})
+            if session.card_type is not None and not self._stopping:
+                self._card_left, self._reminders = True, 0
+                self._remind_card()
+
+    async def _do_step(self, session: Session, step: _Step, committed: dict[str, Any] | None) -> None:
+        deadline = step.started + step.timeout_s if step.started else time.monotonic() + step.timeout_s
+        kind = step.kind
+        if kind == "capture_photo":
+            self._check_interrupt(session)
+            try:
+                session.face_jpeg = await asyncio.wait_for(self.io.capture_still(), step.timeout_s)
+            except asyncio.TimeoutError:
+                raise _StepFailed(FAILED, "camera_timeout") from None
+            except Exception as exc:  # noqa: BLE001 - a device error ends the session, named
+                raise _StepFailed(FAILED, f"camera: {getattr(exc, 'code', exc.__class__.__name__)}") from None
+            return
+        if kind == "print_receipt":
+            assert committed is not None
+            try:
+                await asyncio.wait_for(self.io.print_receipt(session.service, committed), step.timeout_s)
+            except Exception as exc:  # noqa: BLE001
+                raise _StepFailed(FAILED, f"printer: {getattr(exc, 'code', exc.__class__.__name__)}") from None
+            return
+        if kind == "scan_payment":
+            self.io.trigger_scanner(True)
+        while True:
+            item_kind, value = await self._next_input(session, deadline, kind)
+            if kind == "read_id" and item_kind == "card":
+                if self._accept_card(session, value):
+                    return
+            elif kind == "confirm" and item_kind == "confirm":
+                return
+            elif kind == "capture_address" and item_kind == "address":
+                session.mailing = value
+                return
+            elif kind == "scan_payment" and item_kind == "scan":
+                self.io.trigger_scanner(False)
+                method = value.get("payment")
+                if method in ("wechat", "alipay"):
+                    session.payment = {"method": method, "ref_masked": mask_reference(str(value.get("code", "")))}
+                    return
+                self._notify({"event": "not_a_payment_code", "session": session.id})
+
+    async def _next_input(self, session: Session, deadline: float, kind: str) -> tuple[str, Any]:
+        while True:
+            self._check_interrupt(session)
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise _StepFailed(ABANDONED, f"timeout:{kind}")
+            try:
+                item = await asyncio.wait_for(session.inputs.get(), min(left, _TICK_S))
+            except asyncio.TimeoutError:
+                continue
+            if item[0] != "tick":
+                return item
+
+    def _check_interrupt(self, session: Session) -> None:
+        if self._stopping:
+            raise _StepFailed(FAILED, "shutdown")
+        found = self._kiosk_interrupt()
+        if found is not None:
+            raise _StepFailed(*found)
+        if session.interrupt is not None:      # cancel() or stop(), maybe while the camera worked
+            raise _StepFailed(*session.interrupt)
+
+    def _accept_card(self, session: Session, record: Any) -> bool:
+        try:
+            card = self.io.card_fields(record)
+        except Exception as exc:  # noqa: BLE001 - an unreadable record is a rejected card, not a crash
+            log.warning("session %s: card record not usable (%s)", session.id[:8], exc.__class__.__name__)
+            self._notify({"event": "card_rejected", "session": session.id, "reason": "unreadable"})
+            return False
+        if not card.check_ok:
+            self._notify({"event": "card_rejected", "session": session.id, "reason": "check_character"})
+            card.wipe()
+            return False
+        session.card, session.photo_wlt = card.fields, card.photo_wlt
+        session.card_type, session.id_masked = card.card_type, mask_id(card.id_number)
+        self._notify({"event": "card_read", "session": session.id, "card_type": card.card_type,
+                      "id_masked": session.id_masked})
+        return True
+
+    # -- commit: journal, evidence --------------------------------------------
+
+    def _face_basis(self, session: Session) -> str | None:
+        if session.service.face_legal_basis:
+            return "legal_basis"
+        return "consent" if session.consent_face else None
+
+    async def _commit(self, session: Session, outcome: str, reason: str | None) -> dict[str, Any]:
+        """Journal the transaction (fsync), then seal and queue its evidence."""
+        service = session.service
+        completed = outcome == COMPLETED
+        tx: dict[str, Any] = {
+            "type": "session", "session": session.id, "service": service.id, "outcome": outcome,
+            "reason": reason, "started": session.started_ms, "ended": int(time.time() * 1000),
+            "duration_ms": round((time.monotonic() - session.started) * 1000),
+            "steps": [s.record() if s.status != "not_reached" or not completed else {**s.record(), "status":
+                      "after_commit"} for s in session.steps],
+            "card_type": session.card_type, "id_masked": session.id_masked,
+            "receipt": None, "payment": session.payment, "waybill": None, "face": None, "evidence": False}
+        if completed and self.catalogue.needs(service, "print_receipt"):
+            tx["receipt"] = self._receipt_number()
+        if completed and service.mail_document:
+            tx["waybill"] = s10_waybill(self.agent.store.bump_counter("waybill"))
+        basis = self._face_basis(session)
+        if session.face_jpeg is not None:
+            tx["face"] = f"sealed:{basis}" if completed and basis else "erased"
+        with_evidence = completed and session.card is not None and self.recipient is not None
+        tx["evidence"] = with_evidence
+        record = await self.io.journal_record(tx)
+        tx_id, seq = record["id"], record.get("seq")
+        if with_evidence:
+            assert session.card is not None and session.photo_wlt is not None and self.recipient is not None
+            content = EvidenceContent(service=service.id, card=dict(session.card),
+                                      photo_wlt=bytearray(session.photo_wlt),
+                                      face_jpeg=bytearray(session.face_jpeg) if basis and session.face_jpeg else None,
+                                      face_basis=basis, legal_basis=service.face_legal_basis,
+                                      mailing=dict(session.mailing) if session.mailing else None)
+            try:
+                bundle = seal_content(self.recipient, tx_id, content)
+                contents = content.contents()
+            finally:
+                content.wipe()
+            payload = evidence_payload(self.cfg.kiosk.id, tx_id, seq, service.id, bundle, contents)
+            try:
+                assert self.evidence is not None
+                self.evidence.put(tx_id, payload)
+                await self.io.enqueue("evidence", self.agent.topics.evidence, payload)
+            except AgentError as exc:
+                # The transaction is committed and stays completed; only the bundle is at risk.
+                log.error("evidence for tx %s not queued: %s: %s", tx_id, exc.code, exc)
+        return {**tx, "id": tx_id, "seq": seq}
+
+    def _receipt_number(self) -> str:
+        n = self.agent.store.bump_counter("receipt")
+        return f"{self.cfg.kiosk.id.upper()}-{dt.date.today():%Y%m%d}-{n:06d}"
+
+    # -- tx/ack and retention -------------------------------------------------
+
+    def _hook_tx_ack(self) -> None:
+        # The journal owns the tx/ack subscription and calls its listeners
+        # with the acknowledged ids.
+        journal = self.io.component("Journal")
+        register = getattr(journal, "add_ack_listener", None)
+        if callable(register):
+            register(self.on_tx_ack)
+            return
+        log.warning("no tx/ack listener hook found: evidence is deleted only at retention end")
+
+    def on_tx_ack(self, ids: list[str]) -> None:
+        if self.evidence is not None:
+            self.evidence.ack(ids)
+
+    def _sweep(self) -> None:
+        if self.evidence is not None:
+            try:
+                self.evidence.sweep()
+            except AgentError as exc:
+                log.error("%s: %s", exc.code, exc)
+        self._sweeper = asyncio.get_running_loop().call_later(SWEEP_INTERVAL_S, self._sweep)
+
+    # -- reminders and notifications --------------------------------------------
+
+    def _remind_card(self) -> None:
+        """"Take your ID card": at the session's end, then every card_reminder_s.
+
+        A GA 467 SAM answers find-card with 80 both for a lifted card and for
+        one left after a read, so the reader cannot tell; the reminders stop
+        after CARD_REMINDERS, at the next session, or on a new card read.
+        """
+        self._reminder = None
+        if not self._card_left:
+            return
+        if self._reminders >= CARD_REMINDERS:
+            self._card_left = False
+            return
+        self._reminders += 1
+        # The first is the ordinary "take your card"; repeats are worth a warning.
+        log.log(logging.INFO if self._reminders == 1 else logging.WARNING,
+                "reminder %d/%d: the citizen's ID card may still be on the reader", self._reminders, CARD_REMINDERS)
+        self._notify({"event": "card_left", "reminder": self._reminders})
+        self.io.beep()
+        self._reminder = asyncio.get_running_loop().call_later(self.cfg.sessions.card_reminder_s, self._remind_card)
+
+    def _cancel_reminder(self) -> None:
+        self._card_left = False
+        if self._reminder is not None:
+            self._reminder.cancel()
+            self._reminder = None
+
+    def _notify(self, event: dict[str, Any]) -> None:
+        for cb in list(self._listeners):
+            try:
+                result = cb(event)
+                if inspect.isawaitable(result):
+                    asyncio.ensure_future(result)
+            except Exception:  # noqa: BLE001 - a UI bug must not break the session
+                log.exception("session listener failed")
+

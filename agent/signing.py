@@ -1,0 +1,319 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Signed envelopes for fleet commands and desired configuration (Ed25519).
+
+Part of the wire contract: the kiosk verifies with it and ``kioskctl`` signs
+with it, so the canonical encoding exists exactly once.
+
+    key = Ed25519PrivateKey.generate()
+    doc = command_envelope("set-mode", {"mode": "maintenance"}, fleet="north", kiosk="k-0001")
+    sign(doc, "ops-1", key, KIND_CMD)          # adds key_id and sig
+    verify(doc, public_raw(key), KIND_CMD)      # True
+
+Canonical encoding (what the signature covers), precisely:
+
+1. the envelope as a JSON object, **without** its ``sig`` member (every other
+   member, ``key_id`` included, is covered);
+2. serialised as JSON with keys sorted by code point at every depth, no
+   whitespace (separators ``,`` and ``:``), non-ASCII characters as UTF-8
+   (not ``\\u`` escapes), no NaN or Infinity; encoded as UTF-8;
+3. prefixed with a domain tag and a newline: ``kiosk-agent/v1/cmd\\n`` for a
+   command, ``kiosk-agent/v1/config\\n`` for a desired configuration, so one
+   can never be replayed as the other.
+
+The second half is the kiosk's acceptance policy, pure (no I/O, no nonce
+store): :func:`verify_command` checks size, JSON, signature, key, target,
+time window, command name, role and arguments in a fixed order and raises
+:class:`CommandRefused` with a stable code; ``kioskctl`` can run the same
+argument checks before sending.
+
+``sig`` is the 64-byte Ed25519 signature in standard base64 with padding.
+Numbers should be integers (times are epoch milliseconds): a float's text
+form differs between JSON libraries, so a non-Python signer must reproduce
+Python's ``repr`` of it.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import dataclasses
+import json
+import secrets
+import time
+from typing import Any, Callable
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import (
+    Ed25519PrivateKey,
+    Ed25519PublicKey,
+)
+
+from agent.config import MODES, CommandsConfig, OperatorKey
+from agent.errors import AgentError
+
+__all__ = ["KIND_CMD", "KIND_CONFIG", "DOMAINS", "SigningError", "canonical", "signing_input", "sign",
+           "verify", "decode_sig", "public_raw", "public_b64", "new_nonce", "command_envelope",
+           "config_envelope", "ENVELOPE_VERSION", "MAX_LIFETIME_MS", "CommandRefused", "Verified", "Spec",
+           "SPECS", "ROLE_COMMANDS", "verify_signed", "verify_command"]
+
+KIND_CMD = "cmd"
+KIND_CONFIG = "config"
+DOMAINS = {KIND_CMD: b"kiosk-agent/v1/cmd\n", KIND_CONFIG: b"kiosk-agent/v1/config\n"}
+ENVELOPE_VERSION = 1
+# A command lives at most a day: its nonce is kept on disk until it expires,
+# so this bounds the nonce table.
+MAX_LIFETIME_MS = 24 * 3600 * 1000
+DEFAULT_TTL_S = 300
+
+
+class SigningError(AgentError):
+    """The envelope cannot be encoded or the key material is unusable."""
+
+    code = "cmd.malformed"
+
+
+def canonical(doc: dict[str, Any]) -> bytes:
+    """The bytes covered by the signature, before the domain tag.
+
+    >>> canonical({"b": 1, "a": "é", "sig": "x"})
+    b'{"a":"\\xc3\\xa9","b":1}'
+    """
+    body = {k: v for k, v in doc.items() if k != "sig"}
+    try:
+        text = json.dumps(body, separators=(",", ":"), sort_keys=True, ensure_ascii=False, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise SigningError(f"not canonically encodable: {exc}") from exc
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError as exc:   # lone surrogates from a hostile \ud800 escape
+        raise SigningError(f"not valid UTF-8: {exc}") from exc
+
+
+def signing_input(doc: dict[str, Any], kind: str) -> bytes:
+    return DOMAINS[kind] + canonical(doc)
+
+
+def sign(doc: dict[str, Any], key_id: str, key: Ed25519PrivateKey, kind: str) -> dict[str, Any]:
+    """Set ``key_id`` and ``sig`` on ``doc`` (in place) and return it."""
+    doc["key_id"] = key_id
+    doc.pop("sig", None)
+    doc["sig"] = base64.b64encode(key.sign(signing_input(doc, kind))).decode("ascii")
+    return doc
+
+
+def decode_sig(value: Any) -> bytes | None:
+    """The raw 64-byte signature, or None if ``value`` is not one."""
+    if not isinstance(value, str) or len(value) > 200:
+        return None
+    try:
+        raw = base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        return None
+    return raw if len(raw) == 64 else None
+
+
+def verify(doc: dict[str, Any], public_key: bytes, kind: str) -> bool:
+    """True if ``doc["sig"]`` is a valid signature by ``public_key`` (raw 32 bytes)."""
+    sig = decode_sig(doc.get("sig"))
+    if sig is None:
+        return False
+    try:
+        Ed25519PublicKey.from_public_bytes(public_key).verify(sig, signing_input(doc, kind))
+    except (InvalidSignature, ValueError, SigningError):
+        return False
+    return True
+
+
+def public_raw(key: Ed25519PrivateKey) -> bytes:
+    return key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+
+
+def public_b64(key: Ed25519PrivateKey) -> str:
+    """The form ``[[commands.operators]] public_key`` takes."""
+    return base64.b64encode(public_raw(key)).decode("ascii")
+
+
+def new_nonce() -> str:
+    """128 random bits, hex."""
+    return secrets.token_hex(16)
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def command_envelope(name: str, args: dict[str, Any] | None, *, fleet: str, kiosk: str,
+                     ttl_s: float = DEFAULT_TTL_S, now_ms: int | None = None,
+                     nonce: str | None = None) -> dict[str, Any]:
+    """An unsigned command; pass it to :func:`sign` with ``KIND_CMD``."""
+    issued = _now_ms() if now_ms is None else now_ms
+    return {"v": ENVELOPE_VERSION, "name": name, "args": dict(args or {}), "fleet": fleet, "kiosk": kiosk,
+            "issued_at": issued, "expires_at": issued + int(ttl_s * 1000), "nonce": nonce or new_nonce()}
+
+
+def config_envelope(config_text: str, version: int, *, fleet: str, kiosk: str, confirm_within_s: int = 60,
+                    now_ms: int | None = None) -> dict[str, Any]:
+    """An unsigned desired configuration; pass it to :func:`sign` with ``KIND_CONFIG``.
+
+    No expiry: it is retained and re-delivered on every reconnect; replay is
+    prevented by ``version``, which must increase (anti-rollback).
+    """
+    return {"v": ENVELOPE_VERSION, "fleet": fleet, "kiosk": kiosk, "version": version,
+            "config": config_text, "confirm_within_s": confirm_within_s,
+            "issued_at": _now_ms() if now_ms is None else now_ms, "nonce": new_nonce()}
+
+
+# -- verification policy: what a kiosk accepts (pure: no I/O, no nonce) ------------------
+
+OPERATOR_COMMANDS = frozenset({"ping", "get-health", "selftest", "set-mode", "print-test-page", "collect-logs"})
+ADMIN_COMMANDS = OPERATOR_COMMANDS | {"reboot", "restart-agent", "update-config", "firmware-update"}
+ROLE_COMMANDS = {"operator": OPERATOR_COMMANDS, "admin": ADMIN_COMMANDS}
+_NONCE_CHARS = frozenset("0123456789abcdefABCDEF-_")
+
+
+class CommandRefused(AgentError):
+    """Verification failed; ``code`` says why (cmd.unsigned, cmd.replayed, ...)."""
+
+    code = "cmd.refused"
+
+    def __init__(self, code: str, message: str) -> None:
+        self.code = code
+        super().__init__(message)
+
+
+# -- argument specs ---------------------------------------------------------------
+
+def _enum(*values: str) -> Callable[[Any], bool]:
+    return lambda v: v in values
+
+
+def _int(low: int, high: int) -> Callable[[Any], bool]:
+    return lambda v: isinstance(v, int) and not isinstance(v, bool) and low <= v <= high
+
+
+def _bool(v: Any) -> bool:
+    return isinstance(v, bool)
+
+
+def _text(limit: int) -> Callable[[Any], bool]:
+    return lambda v: isinstance(v, str) and 0 < len(v) <= limit
+
+
+@dataclasses.dataclass(frozen=True)
+class Spec:
+    """Arguments of one command: name → (check, required); ``loggable`` may be audited in full."""
+
+    args: dict[str, tuple[Callable[[Any], bool], bool]] = dataclasses.field(default_factory=dict)
+    loggable: frozenset[str] = frozenset()
+    exclusive: bool = True      # runs alone: no two self-tests or a reboot during a firmware update
+
+
+SPECS: dict[str, Spec] = {
+    "ping": Spec(exclusive=False),
+    "get-health": Spec(exclusive=False),
+    "selftest": Spec(),
+    "set-mode": Spec({"mode": (_enum(*MODES), True)}, frozenset({"mode"})),
+    "print-test-page": Spec(),
+    "collect-logs": Spec({"lines": (_int(1, 2000), False)}, frozenset({"lines"}), exclusive=False),
+    "reboot": Spec({"force": (_bool, False)}, frozenset({"force"})),
+    "restart-agent": Spec({"force": (_bool, False)}, frozenset({"force"})),
+    "update-config": Spec({"config": (_text(1_000_000), True), "version": (_int(1, 2**53), True),
+                           "confirm_within_s": (_int(1, 3600), False)}, frozenset({"version"})),
+    "firmware-update": Spec({"image": (_text(16_000_000), True), "signature": (_text(200), True),
+                             "sha256": (lambda v: isinstance(v, str) and len(v) == 64
+                                        and all(c in "0123456789abcdef" for c in v), True),
+                             "confirm_s": (_int(5, 3600), False)}, frozenset({"sha256", "confirm_s"})),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Verified:
+    doc: dict[str, Any]
+    operator: OperatorKey
+
+    @property
+    def name(self) -> str:
+        return str(self.doc["name"])
+
+    @property
+    def args(self) -> dict[str, Any]:
+        return dict(self.doc["args"])
+
+
+def _is_ms(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 2**53
+
+
+def verify_signed(raw: bytes, kind: str, cfg: CommandsConfig, *, fleet: str, kiosk: str,
+                  now: int, required: dict[str, Callable[[Any], bool]]) -> tuple[dict[str, Any], OperatorKey]:
+    """Size, JSON, signature, key, target and time window of a signed envelope.
+
+    Raises CommandRefused; the checks run in a fixed order so the code a
+    fuzzer sees is deterministic.
+    """
+    if len(raw) > cfg.max_size_bytes:
+        raise CommandRefused("cmd.oversized", f"{len(raw)} bytes, limit {cfg.max_size_bytes}")
+    try:
+        doc = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise CommandRefused("cmd.malformed", f"not UTF-8 JSON: {str(exc)[:100]}") from None
+    if not isinstance(doc, dict):
+        raise CommandRefused("cmd.malformed", "not a JSON object")
+    if "sig" not in doc or "key_id" not in doc:
+        raise CommandRefused("cmd.unsigned", "no sig or key_id")
+    checks: dict[str, Callable[[Any], bool]] = {
+        "v": lambda v: v == 1, "fleet": _text(64), "kiosk": _text(64), "issued_at": _is_ms,
+        "nonce": lambda v: isinstance(v, str) and 16 <= len(v) <= 64 and set(v) <= _NONCE_CHARS,
+        "key_id": _text(64), "sig": lambda v: isinstance(v, str), **required}
+    for name, check in checks.items():
+        if name not in doc or not check(doc[name]):
+            raise CommandRefused("cmd.malformed", f"field {name!r} missing or invalid")
+    if "expires_at" in doc and not _is_ms(doc["expires_at"]):
+        raise CommandRefused("cmd.malformed", "field 'expires_at' invalid")
+    extra = set(doc) - set(checks) - {"expires_at"}
+    if extra:
+        raise CommandRefused("cmd.malformed", f"unknown fields: {', '.join(sorted(map(str, extra)))[:100]}")
+    operator = next((op for op in cfg.operators if op.id == doc["key_id"]), None)
+    if operator is None:
+        raise CommandRefused("cmd.unknown_key", f"key {doc['key_id']!r} is not trusted here")
+    if decode_sig(doc["sig"]) is None or not verify(doc, operator.public_key, kind):
+        raise CommandRefused("cmd.bad_signature", f"signature does not verify with key {operator.id!r}")
+    # Only signed content from here: the signer really addressed it like this.
+    if doc["fleet"] != fleet or doc["kiosk"] != kiosk:
+        raise CommandRefused("cmd.wrong_target", f"addressed to {doc['fleet']}/{doc['kiosk']}")
+    skew = int(cfg.max_clock_skew_s * 1000)
+    if doc["issued_at"] > now + skew:
+        raise CommandRefused("cmd.not_yet_valid", f"issued {(doc['issued_at'] - now) / 1000:.0f}s in the future")
+    expires = doc.get("expires_at")
+    if expires is not None:
+        if expires - doc["issued_at"] > MAX_LIFETIME_MS or expires < doc["issued_at"]:
+            raise CommandRefused("cmd.malformed", "lifetime must be 0 to 24 h")
+        if now > expires + skew:
+            raise CommandRefused("cmd.expired", f"expired {(now - expires) / 1000:.0f}s ago")
+    return doc, operator
+
+
+def verify_command(raw: bytes, topic_name: str, cfg: CommandsConfig, *, fleet: str, kiosk: str,
+                   now: int) -> Verified:
+    """Everything but the nonce; raises CommandRefused."""
+    doc, operator = verify_signed(raw, KIND_CMD, cfg, fleet=fleet, kiosk=kiosk, now=now, required={
+        "name": _text(64), "args": lambda v: isinstance(v, dict), "expires_at": _is_ms})
+    name = doc["name"]
+    if name != topic_name:
+        raise CommandRefused("cmd.malformed", f"envelope names {name!r} but came on cmd/{topic_name[:64]}")
+    spec = SPECS.get(name)
+    if spec is None:
+        raise CommandRefused("cmd.unknown_command", f"no command {name!r}")
+    if name not in ROLE_COMMANDS.get(operator.role, frozenset()):
+        raise CommandRefused("cmd.forbidden", f"role {operator.role!r} of key {operator.id!r} may not {name}")
+    args = doc["args"]
+    for arg in args:
+        if arg not in spec.args:
+            raise CommandRefused("cmd.bad_arguments", f"unknown argument {str(arg)[:40]!r}")
+    for arg, (check, required) in spec.args.items():
+        if arg in args and not check(args[arg]):
+            raise CommandRefused("cmd.bad_arguments", f"argument {arg!r} invalid")
+        if required and arg not in args:
+            raise CommandRefused("cmd.bad_arguments", f"argument {arg!r} missing")
+    return Verified(doc, operator)

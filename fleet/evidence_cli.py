@@ -1,0 +1,234 @@
+# SPDX-License-Identifier: Apache-2.0
+"""``kioskctl unseal`` / ``verify`` / ``evidence-keygen``: the back office's side of a transaction.
+
+    kioskctl evidence-keygen --out backoffice.pem      # prints the kiosk config line
+    kioskctl unseal --key backoffice.pem evidence.jsonl --out ./unsealed
+    kioskctl verify --public-key kiosk.pub tx.jsonl     # exit 1 and the first break
+
+Input files are JSON Lines: one payload per line, or the ``{"topic", "payload"}``
+objects ``kioskctl watch --json`` prints (other topics are skipped). A bare
+JSON document holding one payload works too.
+
+``unseal`` prints each bundle's card record as one JSON line (photos as
+their sizes); with ``--out DIR`` it writes ``DIR/<tx>/card.json``,
+``photo.wlt``, ``face.jpg`` (when sealed) and ``mailing.json``. These files hold
+personal data: they belong on the back office's protected store only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import binascii
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any, Iterator
+
+from agent.evidence import parse_content
+from agent.sealing import (Bundle, SealingError, X25519PrivateKey, key_id, load_private_key, open_bundle,
+                           public_key_b64, save_private_key)
+
+__all__ = ["register", "read_payloads", "read_tx_stream", "unseal_payload", "load_verify_key"]
+
+
+def read_payloads(path: Path, suffix: str) -> Iterator[tuple[int, dict[str, Any]]]:
+    """``(line number, payload)`` for every payload of topic ``*/suffix`` in a capture."""
+    text = sys.stdin.read() if str(path) == "-" else path.read_text(encoding="utf-8")
+    stripped = text.strip()
+    if stripped.startswith("{") and "\n" in stripped:
+        try:   # one pretty-printed document rather than JSON Lines
+            yield from _select(1, json.loads(stripped), suffix)
+            return
+        except ValueError:
+            pass
+    for number, line in enumerate(text.splitlines(), 1):
+        if line.strip():
+            try:
+                obj = json.loads(line)
+            except ValueError as exc:
+                raise ValueError(f"{path}:{number}: not JSON ({exc})") from None
+            yield from _select(number, obj, suffix)
+
+
+def _select(number: int, obj: Any, suffix: str) -> Iterator[tuple[int, dict[str, Any]]]:
+    if isinstance(obj, dict) and "topic" in obj and "payload" in obj:
+        if str(obj["topic"]).endswith("/" + suffix) and isinstance(obj["payload"], dict):
+            yield number, obj["payload"]
+    elif isinstance(obj, dict):
+        yield number, obj
+
+
+def unseal_payload(key: X25519PrivateKey, payload: dict[str, Any]) -> dict[str, Any]:
+    """Decrypt one ``evidence`` payload; returns the content with photos as bytes."""
+    tx = payload.get("tx")
+    if not isinstance(tx, str) or not tx:
+        raise SealingError("payload has no transaction id")
+    plain = open_bundle(key, Bundle.from_dict(payload.get("bundle")), tx)
+    content = parse_content(plain)
+    if content.get("tx") != tx:
+        raise SealingError(f"bundle content names transaction {content.get('tx')!r}, not {tx!r}")
+    return content
+
+
+def _export(out: Path, content: dict[str, Any]) -> Path:
+    target = out / str(content["tx"]).replace("/", "_")
+    target.mkdir(parents=True, exist_ok=True, mode=0o700)
+
+    def write(name: str, data: bytes) -> None:
+        fd = os.open(target / name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+
+    write("card.json", json.dumps(content["card"], ensure_ascii=False, indent=1).encode("utf-8"))
+    write("photo.wlt", content["photo_wlt"])
+    if content.get("face_jpeg"):
+        write("face.jpg", content["face_jpeg"])
+    if content.get("mailing"):
+        write("mailing.json", json.dumps(content["mailing"], ensure_ascii=False, indent=1).encode("utf-8"))
+    return target
+
+
+def cmd_unseal(args: argparse.Namespace) -> int:
+    try:
+        key = load_private_key(args.key)
+    except SealingError as exc:
+        print(f"kioskctl unseal: {exc}", file=sys.stderr)
+        return 2
+    ok = bad = 0
+    try:
+        for number, payload in read_payloads(args.file, "evidence"):
+            try:
+                content = unseal_payload(key, payload)
+            except (SealingError, ValueError, KeyError) as exc:
+                bad += 1
+                print(f"{args.file}:{number}: tx {payload.get('tx')}: {exc}", file=sys.stderr)
+                continue
+            ok += 1
+            summary = {"tx": content["tx"], "service": content.get("service"), "card": content["card"],
+                       "photo_wlt_bytes": len(content["photo_wlt"]),
+                       "face_jpeg_bytes": len(content["face_jpeg"]) if content.get("face_jpeg") else 0,
+                       "face_basis": content.get("face_basis"), "mailing": content.get("mailing")}
+            if args.out:
+                summary["exported"] = str(_export(args.out, content))
+            print(json.dumps(summary, ensure_ascii=False), flush=True)
+    except (OSError, ValueError) as exc:
+        print(f"kioskctl unseal: {exc}", file=sys.stderr)
+        return 2
+    print(f"unsealed {ok} bundle(s), {bad} failed", file=sys.stderr)
+    return 0 if bad == 0 and ok > 0 else 1
+
+
+def load_verify_key(value: str) -> bytes:
+    """A kiosk's Ed25519 public key: a file (PEM or base64 line) or the base64 itself."""
+    path = Path(value)
+    data = path.read_bytes() if path.exists() else value.encode("ascii")
+    if b"-----BEGIN" in data:
+        from cryptography.hazmat.primitives import serialization
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+        key = serialization.load_pem_public_key(data)
+        if not isinstance(key, Ed25519PublicKey):
+            raise ValueError(f"{value}: not an Ed25519 public key")
+        return key.public_bytes_raw()
+    try:
+        raw = base64.b64decode(data.strip(), validate=True)
+    except (binascii.Error, ValueError):
+        raw = b""
+    if len(raw) != 32:
+        raise ValueError(f"{value}: expected a PEM public key or the base64 of 32 raw bytes")
+    return raw
+
+
+def read_tx_stream(path: Path) -> list[tuple[int, bytes]]:
+    """``(line number, payload bytes)`` of every ``tx`` record in a capture.
+
+    A line that is a record is taken byte for byte (the signature covers
+    those bytes); a ``{"topic", "payload"}`` line from ``watch --json`` /
+    ``tx tail --json`` is re-encoded canonically, which gives the published
+    bytes back because records are canonical JSON.
+    """
+    from agent.journal import canonical
+
+    raw = sys.stdin.buffer.read() if str(path) == "-" else path.read_bytes()
+    out: list[tuple[int, bytes]] = []
+    for number, line in enumerate(raw.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except ValueError:
+            out.append((number, line))      # verify_chain names it: not JSON
+            continue
+        if isinstance(obj, dict) and "topic" in obj and "payload" in obj:
+            if str(obj["topic"]).endswith("/tx"):
+                out.append((number, canonical(obj["payload"])))
+        else:
+            out.append((number, line.strip()))
+    return out
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    from agent.journal import verify_chain
+    try:
+        public_key = Ed25519PublicKey.from_public_bytes(load_verify_key(args.public_key))
+        stream = read_tx_stream(args.file)
+    except (OSError, ValueError) as exc:
+        print(f"kioskctl verify: {exc}", file=sys.stderr)
+        return 2
+    if not stream:
+        print(f"kioskctl verify: no tx records in {args.file}", file=sys.stderr)
+        return 2
+    report = verify_chain([payload for _n, payload in stream], public_key,
+                          first_seq=args.first_seq, prev=args.prev)
+    if not report.ok:
+        index = report.break_at if report.break_at is not None else 0
+        line, payload = stream[index] if index < len(stream) else ("?", b"")
+        seq = report.break_seq if report.break_seq is not None else _claimed_seq(payload)
+        print(f"BROKEN: {args.file}:{line}: record #{index + 1} (seq {seq}): {report.reason}; "
+              f"{report.count} record(s) before it verified (last good seq {report.last_seq})")
+        return 1
+    print(f"OK: {report.count} record(s), seq up to {report.last_seq}: signatures valid, hash chain intact, "
+          "no gaps")
+    return 0
+
+
+def _claimed_seq(payload: bytes) -> Any:
+    # A record that fails its signature still says which seq it claims to be.
+    try:
+        return json.loads(payload).get("seq", "?")
+    except (ValueError, AttributeError):
+        return "?"
+
+
+def cmd_keygen(args: argparse.Namespace) -> int:
+    if args.out.exists():
+        print(f"kioskctl evidence-keygen: {args.out} exists; refusing to overwrite a key", file=sys.stderr)
+        return 2
+    key = X25519PrivateKey.generate()
+    save_private_key(key, args.out)
+    pub = public_key_b64(key)
+    print(f"# back-office evidence key {key_id(key.public_key().public_bytes_raw())} in {args.out}\n"
+          f"[evidence]\nrecipient_public_key = \"{pub}\"")
+    return 0
+
+
+def register(sub: Any) -> None:
+    unseal = sub.add_parser("unseal", help="decrypt evidence bundles with the back office's private key")
+    unseal.add_argument("--key", type=Path, required=True, help="back-office X25519 private key (PEM)")
+    unseal.add_argument("--out", type=Path, help="export card.json, photo.wlt, face.jpg, mailing.json per tx")
+    unseal.add_argument("file", type=Path, help="JSON Lines of evidence payloads or watch --json lines; - for stdin")
+    unseal.set_defaults(func=cmd_unseal)
+
+    verify = sub.add_parser("verify", help="check signatures, hash chain and gapless seq of captured tx records")
+    verify.add_argument("--public-key", required=True, help="the kiosk's Ed25519 public key (file or base64)")
+    verify.add_argument("file", type=Path, help="JSON Lines of tx payloads or watch --json lines; - for stdin")
+    verify.add_argument("--first-seq", type=int, help="the capture starts at this seq (default: 1)")
+    verify.add_argument("--prev", help="hash the capture continues from (hex), for a tail")
+    verify.set_defaults(func=cmd_verify)
+
+    keygen = sub.add_parser("evidence-keygen", help="create the back office's X25519 key for sealed evidence")
+    keygen.add_argument("--out", type=Path, required=True, help="private key file to create (PEM, 0600)")
+    keygen.set_defaults(func=cmd_keygen)

@@ -1,0 +1,84 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Commands against the real session engine, with the agent in-process (its
+UI API is Python, not MQTT): maintenance turns the next citizen away, and a
+reboot waits for the citizen being served."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import pytest
+from cmdkit import Keys, Sender, by_corr
+from kiosktest import Subscriber
+
+from agent.config import load_config
+from agent.daemon import COMPONENTS, Agent
+from agent.devbroker import DevBroker
+from agent.devrun import write_sim_config
+
+pytestmark = pytest.mark.skipif("agent.sessions:SessionEngine" not in COMPONENTS,
+                                reason="the session engine is not wired into the daemon")
+
+
+async def _until(predicate: object, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():  # type: ignore[operator]
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
+def test_maintenance_refuses_citizens_and_reboot_waits_for_the_session(
+        broker: DevBroker, subscriber: Subscriber, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from agent.sessions import NotInService
+
+    keys = Keys()
+    marker = tmp_path / "rebooted"
+    monkeypatch.setenv("KIOSK_REBOOT_COMMAND", f"sh -c 'echo reboot >> {marker}'")
+    config = write_sim_config(tmp_path / "agent.toml", broker.url, tmp_path / "state",
+                              overrides={"interval_s": "300"})
+    config.write_text(config.read_text() + keys.config())
+    cfg = load_config(config)
+    sender = Sender(broker.url)
+
+    def command(name: str, args: dict[str, object] | None = None) -> bytes:
+        return sender.send(name, keys.envelope(name, args))
+
+    async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+        agent = Agent(cfg)
+        run = asyncio.create_task(agent.run())
+        try:
+            await _until(lambda: "SessionEngine" in agent.components and agent.uplink is not None
+                         and agent.uplink.connected, 60, "the agent up and connected")
+            engine = agent.components["SessionEngine"]
+            service = engine.services()[0]["id"]
+
+            await loop.run_in_executor(None, command, "set-mode", {"mode": "maintenance"})
+            await _until(lambda: agent.mode == "maintenance", 30, "maintenance")
+            with pytest.raises(NotInService):
+                await engine.begin(service)
+
+            await loop.run_in_executor(None, command, "set-mode", {"mode": "in_service"})
+            await _until(lambda: agent.mode == "in_service", 30, "in service")
+            await engine.begin(service)                 # a citizen starts
+            corr = await loop.run_in_executor(None, command, "reboot")
+            await _until(lambda: subscriber.matching("/cmd/reboot/result", by_corr(corr, status="in_progress")),
+                         30, "reboot deferred")
+            await asyncio.sleep(1.0)
+            assert not marker.exists() and engine.session is not None
+            await engine.cancel()                       # the citizen walks away
+            await _until(marker.exists, 30, "the reboot after the session")
+            assert engine.session is None
+        finally:
+            agent.request_stop()
+            await asyncio.wait_for(run, 30)
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        sender.close()
+    assert subscriber.wait_for("/cmd/reboot/result", lambda d: d["status"] == "succeeded", timeout=30)
+    subscriber.assert_valid()

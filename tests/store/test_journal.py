@@ -1,0 +1,179 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Journal and store: encoding, chain, restarts, corruption, keys."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import os
+import re
+import sqlite3
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from agent.errors import AgentError
+from agent.journal import (
+    GENESIS,
+    Journal,
+    JournalError,
+    canonical,
+    parse_ack,
+    record_hash,
+    synthetic_load,
+    verify_chain,
+)
+from agent.keys import DEVICE_KEY_NAME, KeyError_, key_id, load_or_create
+from agent.store import DB_NAME, Store
+
+
+def _record(store: Store, key: Ed25519PrivateKey, txs: list[dict]) -> list:
+    async def go() -> list:
+        journal = Journal(store, key, "k-1", fleet="f")
+        return list(await asyncio.gather(*(journal.record(tx) for tx in txs)))
+    return asyncio.run(go())
+
+
+def test_records_are_canonical_signed_and_chained(tmp_path: Path) -> None:
+    key = Ed25519PrivateKey.generate()
+    store = Store.open(tmp_path)
+    recs = sorted(_record(store, key, [{"n": i, "名": "数据", "x": [1.5, None]} for i in range(50)]),
+                  key=lambda r: r.seq)
+    assert [r.seq for r in recs] == list(range(1, 51))
+    assert recs[0].prev == GENESIS
+    for a, b in itertools.pairwise(recs):
+        assert b.prev == a.hash == record_hash(a.payload)
+    for r in recs:
+        assert canonical(json.loads(r.payload)) == r.payload      # the spliced bytes are canonical
+        assert r.data["kid"] == key_id(key.public_key())
+    report = verify_chain([r.payload for r in recs], key.public_key())
+    assert report.ok and report.last_seq == 50
+    stored = list(Journal(store, key, "k-1").payloads())
+    assert stored == [r.payload for r in recs]                   # stored once, byte for byte
+    store.close()
+
+
+def test_verify_chain_names_the_first_break(tmp_path: Path) -> None:
+    key = Ed25519PrivateKey.generate()
+    store = Store.open(tmp_path)
+    payloads = [r.payload for r in sorted(_record(store, key, [{"n": i} for i in range(10)]), key=lambda r: r.seq)]
+    store.close()
+    tampered = json.loads(payloads[4])
+    tampered["data"]["n"] = 99
+    cases = {
+        "altered": payloads[:4] + [canonical(tampered)] + payloads[5:],
+        "dropped": payloads[:4] + payloads[5:],
+        "reordered": payloads[:4] + [payloads[5], payloads[4]] + payloads[6:],
+        "reencoded": payloads[:4] + [json.dumps(json.loads(payloads[4]), indent=1).encode()] + payloads[5:],
+    }
+    for name, seq in cases.items():
+        report = verify_chain(seq, key.public_key())
+        assert not report.ok and report.break_at == 4, (name, report)
+    other = Ed25519PrivateKey.generate().public_key()
+    assert verify_chain(payloads, other).break_at == 0
+    assert verify_chain(payloads, {key_id(key.public_key()): key.public_key()}).ok
+    tail = verify_chain(payloads[5:], key.public_key(), prev=record_hash(payloads[4]))
+    assert tail.ok and tail.count == 5
+
+
+def test_seq_and_chain_continue_across_restarts(tmp_path: Path) -> None:
+    key = Ed25519PrivateKey.generate()
+    for _ in range(3):
+        store = Store.open(tmp_path)
+        _record(store, key, [{"n": 1}, {"n": 2}])
+        store.close()
+    store = Store.open(tmp_path)
+    payloads = list(Journal(store, key, "k-1").payloads())
+    assert verify_chain(payloads, key.public_key()).last_seq == 6
+    assert store.counter("bdSeq") == 0 and store.bump_counter("bdSeq") == 1
+    store.close()
+
+
+def test_unencodable_transaction_is_refused_and_the_chain_does_not_move(tmp_path: Path) -> None:
+    key = Ed25519PrivateKey.generate()
+    store = Store.open(tmp_path)
+
+    async def go() -> None:
+        journal = Journal(store, key, "k-1")
+        with pytest.raises(JournalError) as err:
+            await journal.record({"bad": float("nan")})
+        assert isinstance(err.value, AgentError) and err.value.code == "agent.journal.invalid"
+        with pytest.raises(JournalError):
+            await journal.record({"bad": object()})
+        rec = await journal.record({"ok": True})
+        assert rec.seq == 1 and rec.prev == GENESIS
+    asyncio.run(go())
+    store.close()
+
+
+def test_garbage_file_is_moved_aside_and_a_fresh_store_started(tmp_path: Path) -> None:
+    (tmp_path / DB_NAME).write_bytes(os.urandom(8192))
+    (tmp_path / f"{DB_NAME}-wal").write_bytes(b"junk")
+    store = Store.open(tmp_path)
+    assert store.recovered_from is not None and store.recovered_from.exists()
+    assert Path(f"{store.recovered_from}-wal").read_bytes() == b"junk"      # kept, never deleted
+    assert store.bump_counter("bdSeq") == 1
+    assert store.integrity_check() == "ok"
+    store.close()
+    assert Store.open(tmp_path).recovered_from is None
+
+
+def test_damaged_page_is_caught_at_open(tmp_path: Path) -> None:
+    key = Ed25519PrivateKey.generate()
+    store = Store.open(tmp_path)
+    _record(store, key, [{"pad": "z" * 400, "n": i} for i in range(300)])
+    store.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    store.close()
+    db = tmp_path / DB_NAME
+    data = bytearray(db.read_bytes())
+    assert len(data) > 8 * 4096
+    data[5 * 4096 + 100:5 * 4096 + 400] = os.urandom(300)    # a b-tree page in the middle
+    db.write_bytes(bytes(data))
+    store = Store.open(tmp_path)
+    assert store.recovered_from is not None
+    assert sqlite3.connect(store.recovered_from).execute("PRAGMA quick_check").fetchone()[0] != "ok"
+    store.close()
+
+
+def test_device_key_generated_once_0600_and_checked(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    key = load_or_create(None, tmp_path, production=True)
+    path = tmp_path / DEVICE_KEY_NAME
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert "generated device key" in caplog.text and caplog.records[-1].levelname == "WARNING"
+    again = load_or_create(None, tmp_path, production=True)
+    assert again.public_key().public_bytes_raw() == key.public_key().public_bytes_raw()
+    os.chmod(path, 0o644)
+    with pytest.raises(KeyError_, match="chmod 600"):
+        load_or_create(None, tmp_path, production=True)
+    with pytest.raises(KeyError_):
+        load_or_create(tmp_path / "missing.pem", tmp_path, production=True)
+
+
+def test_ack_parsing() -> None:
+    assert parse_ack(b'{"v":1,"ts":1,"ids":["a","b"]}') == ["a", "b"]
+    for bad in (b'{"ids":"a"}', b'{"ids":[1]}', b'[]', b'{"ids":[""]}'):
+        with pytest.raises(ValueError):
+            parse_ack(bad)
+
+
+def test_synthetic_load_records_without_pii(tmp_path: Path) -> None:
+    key = Ed25519PrivateKey.generate()
+    store = Store.open(tmp_path)
+    seen = []
+
+    async def go() -> int:
+        journal = Journal(store, key, "k-1")
+        stop = asyncio.Event()
+        task = asyncio.create_task(synthetic_load(journal, 6000, stop, on_record=seen.append))
+        while len(seen) < 20:
+            await asyncio.sleep(0.02)
+        stop.set()
+        return await task
+    assert asyncio.run(go()) >= 20
+    for rec in seen:
+        data = rec.data["data"]
+        assert re.fullmatch(r"11\*{12}\d{4}", data["id_masked"])
+        assert not re.search(rb"\d{14,}", canonical(data))      # nothing ID-number-like
+    store.close()

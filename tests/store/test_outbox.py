@@ -1,0 +1,187 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Outbox against a real Mosquitto through the real uplink: classes, refusals, limits, acks."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as paho
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+from storekit import DurableSubscriber, mqtt_config, start_broker
+
+from agent.devbroker import DevBroker
+from agent.errors import StoreFull
+from agent.journal import Journal
+from agent.outbox import Outbox, OutboxError
+from agent.store import Store
+from agent.uplink import Uplink
+
+PREFIX = "kiosk/v1/f/k-1"
+
+
+async def _until(predicate: Any, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        await asyncio.sleep(0.02)
+
+
+class Rig:
+    def __init__(self, tmp_path: Path, port: int, **outbox_kw: Any) -> None:
+        self.store = Store.open(tmp_path / "state")
+        self.key = Ed25519PrivateKey.generate()
+        self.journal = Journal(self.store, self.key, "k-1", fleet="f")
+        self.uplink = Uplink(mqtt_config(port))
+        self.alarms: list[tuple[str, bool]] = []
+        self.outbox = Outbox(self.store, self.uplink, on_alarm=lambda c, a, d: self.alarms.append((c, a)),
+                             **outbox_kw)
+
+    async def __aenter__(self) -> Rig:
+        await self.outbox.start()
+        await self.uplink.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.outbox.stop()
+        await self.uplink.stop()
+        self.store.close()
+
+
+def test_classes_in_order_and_stats(tmp_path: Path) -> None:
+    broker = start_broker(tmp_path / "broker")
+    sub = DurableSubscriber(broker.port, f"{PREFIX}/#")
+
+    async def go() -> None:
+        async with Rig(tmp_path, broker.port) as rig:
+            for i in range(30):
+                await rig.outbox.enqueue("result", f"{PREFIX}/cmd/ping/result", b'{"i":%d}' % i)
+            recs = [await rig.journal.record({"n": i}) for i in range(30)]
+            rig.outbox.enqueue_nowait("health", f"{PREFIX}/health", b'{"h":1}', retain=True)
+            rig.outbox.enqueue_nowait("health", f"{PREFIX}/health", b'{"h":2}', retain=True)
+            with pytest.raises(OutboxError):
+                rig.outbox.enqueue_nowait("bogus", f"{PREFIX}/x", b"{}")
+            assert await rig.outbox.wait_drained(30)
+            await _until(lambda: len(sub.payloads("/tx")) >= 30 and len(sub.payloads("/result")) >= 30, 30,
+                         "everything at the subscriber")
+            assert [json.loads(p)["i"] for p in sub.payloads("/result")][:30] == list(range(30))
+            assert sub.payloads("/tx")[:30] == [r.payload for r in recs]
+            stats = rig.outbox.stats()
+            assert stats["depth"]["tx"] == 0 and stats["published"]["tx"] == 30
+            # Delivery marks are lazy (no fsync of their own): within ~0.2 s.
+            await _until(lambda: rig.journal.stats()["unacked"] == 30, 10, "30 published, unacknowledged")
+            await _until(lambda: sub.payloads("/health"), 10, "health")
+            assert sub.payloads("/health")[-1] == b'{"h":2}'
+    try:
+        asyncio.run(go())
+    finally:
+        sub.close()
+        broker.stop()
+
+
+def test_tx_ack_marks_records_and_tells_listeners(tmp_path: Path) -> None:
+    broker = start_broker(tmp_path / "broker")
+
+    async def go() -> None:
+        async with Rig(tmp_path, broker.port) as rig:
+            heard: list[list[str]] = []
+            rig.journal.add_ack_listener(heard.append)
+            rig.uplink.subscribe(f"{PREFIX}/tx/ack", rig.journal.on_tx_ack)
+            recs = [await rig.journal.record({"n": i}) for i in range(5)]
+            assert await rig.outbox.wait_drained(30)
+            await _until(lambda: rig.journal.stats()["unacked"] == 5, 10, "published")
+            backoffice = paho.Client(CallbackAPIVersion.VERSION2, protocol=MQTTProtocolVersion.MQTTv5)
+            backoffice.connect("127.0.0.1", broker.port)
+            backoffice.loop_start()
+            ids = [r.id for r in recs[:3]]
+            backoffice.publish(f"{PREFIX}/tx/ack", json.dumps({"v": 1, "ts": 1, "ids": ids}).encode(), qos=1)
+            backoffice.publish(f"{PREFIX}/tx/ack", b"not json", qos=1)
+            await _until(lambda: rig.journal.stats()["unacked"] == 2, 15, "the ack to be marked")
+            assert heard == [ids]
+            backoffice.disconnect()
+            backoffice.loop_stop()
+    try:
+        asyncio.run(go())
+    finally:
+        broker.stop()
+
+
+def test_refused_publish_stays_queued_alarms_and_goes_once_allowed(tmp_path: Path) -> None:
+    workdir = tmp_path / "broker"
+    workdir.mkdir()
+    acl = workdir / "acl"
+    acl.write_text(f"topic readwrite {PREFIX}/tx\ntopic read #\n")
+    broker = start_broker(workdir, f"acl_file {acl}")
+    sub = DurableSubscriber(broker.port, f"{PREFIX}/#")
+
+    async def go() -> None:
+        async with Rig(tmp_path, broker.port) as rig:
+            await rig.outbox.enqueue("alarm", f"{PREFIX}/alarm/door_open", b'{"a":1}', retain=True)
+            await rig.journal.record({"n": 1})
+            await _until(lambda: ("publish_refused", True) in rig.alarms, 20, "publish_refused")
+            assert rig.outbox.pending_count() >= 1 and rig.outbox.stats()["refused"] == {"alarm": "0x87"}
+            await _until(lambda: sub.payloads("/tx"), 20, "tx, whose class is not refused")
+            acl.write_text(f"topic readwrite {PREFIX}/#\ntopic read #\n")
+            assert broker.proc is not None
+            broker.proc.send_signal(signal.SIGHUP)          # mosquitto re-reads its ACL
+            assert await rig.outbox.wait_drained(40)         # retried after the back-off
+            assert ("publish_refused", False) in rig.alarms
+            await _until(lambda: sub.payloads("/alarm/door_open"), 10, "the alarm")
+    try:
+        asyncio.run(go())
+    finally:
+        sub.close()
+        broker.stop()
+
+
+def test_limits_refuse_droppable_keep_durable_and_alarm(tmp_path: Path) -> None:
+    async def go() -> None:
+        # No broker at all: everything stays queued.
+        async with Rig(tmp_path, 1, max_bytes=10_000) as rig:
+            rig.outbox.enqueue_nowait("health", f"{PREFIX}/health", b"{}")
+            for i in range(30):
+                await rig.journal.record({"pad": "p" * 300, "n": i})
+            assert rig.outbox.backlog and ("outbox_backlog", True) in rig.alarms
+            with pytest.raises(StoreFull):
+                await rig.outbox.enqueue("health", f"{PREFIX}/health", b"{}")
+            assert rig.outbox.stats()["depth"]["health"] == 0           # evicted
+            await rig.outbox.enqueue("evidence", f"{PREFIX}/evidence", b"e" * 100)   # durable: still taken
+            assert rig.outbox.stats()["depth"] == {"result": 0, "alarm": 0, "config": 0, "tx": 30,
+                                                   "evidence": 1, "health": 0}
+        async with Rig(tmp_path, 1, min_free_bytes=2**62) as rig:
+            assert rig.outbox.disk_low and ("disk_low", True) in rig.alarms
+            with pytest.raises(StoreFull):
+                await rig.outbox.enqueue("health", f"{PREFIX}/health", b"{}")
+            assert rig.outbox.pending_count() == 31                     # survived the restart
+    asyncio.run(go())
+
+
+def test_restart_replays_in_order(tmp_path: Path) -> None:
+    broker = DevBroker(tmp_path / "broker", persistence=False)
+    port = broker.port
+
+    async def offline() -> list[bytes]:
+        async with Rig(tmp_path, port) as rig:
+            return [(await rig.journal.record({"n": i})).payload for i in range(40)]
+    payloads = asyncio.run(offline())
+    broker.start()
+    sub = DurableSubscriber(port, f"{PREFIX}/tx")
+
+    async def online() -> None:
+        async with Rig(tmp_path, port) as rig:
+            assert rig.outbox.pending_count() == 40
+            assert await rig.outbox.wait_drained(30)
+        await _until(lambda: len(sub.payloads()) >= 40, 20, "the replay")
+    try:
+        asyncio.run(online())
+        assert sub.payloads() == payloads
+    finally:
+        sub.close()
+        broker.stop()
