@@ -103,7 +103,7 @@ class CoprocConfig:
     enabled: bool = True
     url: str | None = None
     baudrate: int = 115200
-    poll_interval_s: float = 1.0            # heartbeat period
+    poll_interval_s: float = 2.0            # heartbeat period (the link is declared offline after 3)
     watchdog_enabled: bool = True
     watchdog_timeout_s: int = 120           # no heartbeat this long: power-cycle the Pi
     watchdog_grace_s: int = 300             # after a power-up, before the first heartbeat counts
@@ -138,7 +138,7 @@ class GpioConfig:
 
 @dataclasses.dataclass(frozen=True)
 class DevicesConfig:
-    idcard: SerialDeviceConfig = SerialDeviceConfig(baudrate=115200, poll_interval_s=0.5)
+    idcard: SerialDeviceConfig = SerialDeviceConfig(baudrate=115200, poll_interval_s=1.0)
     printer: SerialDeviceConfig = SerialDeviceConfig(baudrate=9600)
     scanner: SerialDeviceConfig = SerialDeviceConfig(baudrate=115200)
     coproc: CoprocConfig = CoprocConfig()
@@ -370,7 +370,7 @@ def _mqtt(raw: Any, kiosk_id: str) -> MqttConfig:
     return MqttConfig(host=parts.hostname, port=port, tls_enabled=tls_enabled, tls=tls, **fields)
 
 
-_DEVICE_DEFAULTS = {"idcard": (115200, 0.5), "printer": (9600, 2.0), "scanner": (115200, 2.0)}
+_DEVICE_DEFAULTS = {"idcard": (115200, 1.0), "printer": (9600, 2.0), "scanner": (115200, 2.0)}
 
 
 def _devices(raw: Any) -> DevicesConfig:

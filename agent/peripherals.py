@@ -131,7 +131,8 @@ class Peripherals:
             url = runner.url
         firmware = shipped_firmware() if cc.firmware_public_keys else None
         self.coproc = CoprocDevice(
-            url, baudrate=cc.baudrate, heartbeat_s=cc.poll_interval_s, temp_high_c=cc.temp_high_c,
+            url, baudrate=cc.baudrate, heartbeat_s=cc.poll_interval_s,
+            offline_after_s=max(4.0, 3 * cc.poll_interval_s), temp_high_c=cc.temp_high_c,
             watchdog={"enabled": int(cc.watchdog_enabled), "timeout_s": cc.watchdog_timeout_s,
                       "grace_s": cc.watchdog_grace_s, "max_per_hour": cc.watchdog_max_per_hour},
             public_keys=cc.firmware_public_keys, firmware=firmware, alive=self._loop_alive)
