@@ -244,21 +244,23 @@ class CommandService:
         store = self.agent.store
         return store.conn if store is not None else None
 
-    async def start(self) -> None:
-        LogRing.install()
+    def prepare(self) -> None:
+        """Before the first connect: the birth and the light tower show the persisted mode."""
         assert self.conn is not None
         ensure_schema(self.conn)
         mode = get_setting(self.conn, "mode")
         if mode in MODES and mode != self.agent.mode:
             log.info("service mode %s restored from the store", mode)
             self.agent.set_mode(mode)
-            self.republish_birth()
+        self._register_sim_actions()
+
+    async def start(self) -> None:
+        LogRing.install()
         if self.agent.health is not None:
             self.agent.health.sections["commands"] = self.health_section
         self.sender.attach()
         self.agent.uplink.subscribe(self.agent.topics.cmd("+"), self.on_message, qos=1)
         self._purge_nonces()
-        self._register_sim_actions()
 
     async def stop(self) -> None:
         for handle in (self._purge, self._health_kick):
@@ -423,23 +425,16 @@ class CommandService:
         self._purge = asyncio.get_running_loop().call_later(3600, self._purge_nonces)
 
     def _register_sim_actions(self) -> None:
-        # The daemon builds the sim control socket from peripherals.sim_actions()
-        # after the components start: add ours to what it will get.
-        peripherals = self.agent.peripherals
-        if peripherals is None or not peripherals.backend.simulated:
+        simcontrol = self.agent.simcontrol
+        if simcontrol is None:
             return
-        original = peripherals.sim_actions
 
         def session(active: bool) -> dict[str, Any]:
             self.sim_session = active
             return {"active": active}
 
-        def sim_actions() -> dict[str, Any]:
-            actions = original()
-            actions["session_hook"] = {"begin": lambda _a: session(True), "end": lambda _a: session(False),
-                                       "status": lambda _a: {"active": self.session_active()}}
-            return actions
-        peripherals.sim_actions = sim_actions
+        simcontrol.actions["session_hook"] = {"begin": lambda _a: session(True), "end": lambda _a: session(False),
+                                              "status": lambda _a: {"active": self.session_active()}}
 
 
 def _accepts(fn: Any, name: str) -> bool:

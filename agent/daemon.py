@@ -47,7 +47,10 @@ log = logging.getLogger(__name__)
 
 # Components started after the core (store, peripherals, uplink, health), in
 # this order, and stopped in reverse. Each is "module:Class"; the class is
-# built as Class(agent) and has ``async start()`` and ``async stop()``.
+# built as Class(agent) and must have ``async start()`` and ``async stop()``.
+# It may have ``prepare()``, called before the broker connection is opened,
+# for state the first birth message must already show (the service mode)
+# and for its simulator controls.
 COMPONENTS: list[str] = ["agent.commands:CommandService", "agent.remoteconfig:RemoteConfig",
                          "agent.sessions:SessionEngine"]
 
@@ -169,6 +172,12 @@ class Agent:
         self.peripherals.start()
         stack.callback(self.peripherals.stop)
         self.peripherals.show_mode(self.mode)
+        if self.peripherals.backend.simulated:
+            # Listening before the first birth: whoever sees the kiosk online
+            # can already drive its simulators.
+            self.simcontrol = SimControl(socket_path(cfg.storage.dir), self.peripherals.sim_actions())
+            await self.simcontrol.start()
+            stack.push_async_callback(self.simcontrol.stop)
 
         self.health = HealthReporter(cfg.kiosk.id, cfg.storage.dir, cfg.health.interval_s, self._send_health,
                                      self.peripherals.statuses, self.alarms.codes, lambda: self.mode)
@@ -185,6 +194,12 @@ class Agent:
         self.uplink.subscribe(self.topics.tx_ack, self.journal.on_tx_ack)
         self.health.sections["outbox"] = lambda: {**self.outbox.stats(), "pending": self.outbox.pending_count(),
                                                   "tx": self.journal.stats()}
+        components = [(spec.rsplit(":", 1)[1], _load_component(spec)(self)) for spec in COMPONENTS]
+        for _name, component in components:
+            prepare = getattr(component, "prepare", None)
+            if prepare is not None:
+                prepare()
+
         # The outbox listens for (re)connects, so it starts before the uplink
         # and stops before it: nothing is in flight when the socket closes.
         await self.outbox.start()
@@ -201,19 +216,13 @@ class Agent:
         self.health.start()
         stack.callback(self.health.stop)
 
-        for spec in COMPONENTS:
-            component = _load_component(spec)(self)
+        for name, component in components:
             await component.start()
             stack.push_async_callback(component.stop)
-            self.components[spec.rsplit(":", 1)[1]] = component
+            self.components[name] = component
 
         if cfg.sim.tx_per_minute > 0:
             await self._start_synthetic_load(stack)
-
-        if self.peripherals.backend.simulated:
-            self.simcontrol = SimControl(socket_path(cfg.storage.dir), self.peripherals.sim_actions())
-            await self.simcontrol.start()
-            stack.push_async_callback(self.simcontrol.stop)
 
     async def _start_synthetic_load(self, stack: contextlib.AsyncExitStack) -> None:
         """``sim.tx_per_minute``: synthetic, PII-free transactions through the real journal."""

@@ -154,7 +154,12 @@ class AgentProcess:
         from agent.simcontrol import send_sim_command, socket_path
         path = socket_path(self.state_dir)
         wait_until(path.exists, 15, message=f"{path}")
-        return send_sim_command(path, device, action, list(args))
+        try:
+            return send_sim_command(path, device, action, list(args))
+        except ConnectionRefusedError:
+            # The file a kill -9 left behind, until the restarted agent replaces it.
+            wait_until(lambda: _accepts_connections(path), 15, message=f"{path} accepting connections")
+            return send_sim_command(path, device, action, list(args))
 
     @property
     def log(self) -> str:
@@ -173,3 +178,13 @@ class AgentProcess:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(10)
+
+
+def _accepts_connections(path: Path) -> bool:
+    import socket
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        try:
+            sock.connect(str(path))
+        except OSError:
+            return False
+    return True
