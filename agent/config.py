@@ -170,7 +170,7 @@ class OperatorKey:
 class CommandsConfig:
     operators: tuple[OperatorKey, ...] = ()
     max_clock_skew_s: float = 300.0
-    max_size_bytes: int = 65_536
+    max_size_bytes: int = 262_144     # a firmware-update carries the image (~70 KB of base64)
 
 
 @dataclasses.dataclass(frozen=True)

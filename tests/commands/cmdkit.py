@@ -51,8 +51,9 @@ class Keys:
         self.operator = Ed25519PrivateKey.generate()
         self.stranger = Ed25519PrivateKey.generate()
 
-    def config(self, *, skew: int = 60, max_size: int = 4096) -> str:
-        return (f"\n[commands]\nmax_clock_skew_s = {skew}\nmax_size_bytes = {max_size}\n\n"
+    def config(self, *, skew: int = 60, max_size: int | None = 4096) -> str:
+        size = "" if max_size is None else f"max_size_bytes = {max_size}\n"   # None: the shipped default
+        return (f"\n[commands]\nmax_clock_skew_s = {skew}\n{size}\n"
                 f'[[commands.operators]]\nid = "admin-1"\npublic_key = "{public_b64(self.admin)}"\nrole = "admin"\n\n'
                 f'[[commands.operators]]\nid = "op-1"\npublic_key = "{public_b64(self.operator)}"\n'
                 f'role = "operator"\n')
@@ -90,7 +91,7 @@ _KNOWN = {"ping", "get-health", "selftest", "set-mode", "print-test-page", "coll
 
 
 def start_agent(factory: Any, keys: Keys, name: str = "agent", *, kiosk: str = KIOSK, env: dict[str, str] | None = None,
-                skew: int = 60, max_size: int = 4096, extra: str = "") -> AgentProcess:
+                skew: int = 60, max_size: int | None = 4096, extra: str = "") -> AgentProcess:
     overrides = {"id": f'"{kiosk}"', "interval_s": "300"}
     agent = factory(name, overrides=overrides, env=env or {})
     agent.config.write_text(agent.config.read_text() + keys.config(skew=skew, max_size=max_size) + extra)

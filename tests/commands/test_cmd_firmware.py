@@ -32,7 +32,7 @@ def test_firmware_update_command(agent_factory: type[AgentProcess], broker: DevB
                                  tmp_path: Path) -> None:
     keys = Keys()
     release = Ed25519PrivateKey.generate()
-    agent = start_agent(agent_factory, keys, max_size=400_000,
+    agent = start_agent(agent_factory, keys, max_size=None,     # the default must carry our image
                         extra=f'\n[devices.coproc]\nfirmware_public_keys = ["{public_b64(release)}"]\n')
     wait_online(subscriber)
     wait_until(lambda: agent.sim("light_tower", "status")["ok"], 30, message="sim control")
