@@ -34,7 +34,7 @@ SEVERITY = {
     "idreader_fault": "critical", "coproc_offline": "critical", "disk_low": "critical",
     "publish_refused": "critical", "camera_fault": "warning", "scanner_offline": "warning",
     "paper_low": "warning", "temp_high": "warning", "undervoltage": "warning",
-    "outbox_backlog": "warning", "clock_unsynced": "warning",
+    "outbox_backlog": "warning", "clock_unsynced": "warning", "cert_expiring": "warning",
 }
 
 

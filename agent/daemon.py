@@ -33,7 +33,7 @@ from agent.errors import AgentError, ConfigError, StoreError
 from agent.journal import Journal, synthetic_load
 from agent.keys import load_or_create
 from agent.outbox import Outbox
-from agent.health import HealthReporter, system_alarms, system_snapshot
+from agent.health import HealthReporter, certificate_alarm, system_alarms, system_snapshot
 from agent.peripherals import Peripherals
 from agent.sdnotify import notify, watchdog_interval
 from agent.simcontrol import SimControl, socket_path
@@ -360,13 +360,18 @@ class Agent:
                 self.alarms.clear(code, "device no longer configured")
 
     def _check_system(self) -> None:
-        """Disk, temperature and supply alarms; re-armed every SYSTEM_CHECK_S."""
+        """Disk, temperature, supply and certificate-expiry alarms; re-armed every SYSTEM_CHECK_S."""
         if self.alarms is None:
             return
         snapshot = system_snapshot(self.cfg.storage.dir)
         found = system_alarms(snapshot, min_free_mb=self.cfg.storage.min_free_mb,
                               temp_high_c=self.cfg.health.temp_high_c)
-        for code in ("disk_low", "temp_high", "undervoltage"):
+        mqtt = self.cfg.mqtt
+        if mqtt.tls_enabled and mqtt.tls.cert_file is not None:
+            expiring = certificate_alarm(mqtt.tls.cert_file)
+            if expiring is not None:
+                found["cert_expiring"] = expiring
+        for code in ("disk_low", "temp_high", "undervoltage", "cert_expiring"):
             owner = self.alarms.active.get(code)
             if code in found:
                 self.alarms.raise_(code, found[code], device=SYSTEM)

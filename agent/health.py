@@ -77,6 +77,34 @@ def system_alarms(snapshot: dict[str, Any], *, min_free_mb: float, temp_high_c: 
     return found
 
 
+CERT_WARN_DAYS = 14      # time for an installer visit with an offline bundle (docs/installing.md 1.5)
+
+
+def certificate_alarm(cert_file: Path, *, now: float | None = None,
+                      warn_days: float = CERT_WARN_DAYS) -> str | None:
+    """Detail for ``cert_expiring`` when the TLS client certificate ends within ``warn_days``.
+
+    None when it is further away, or when the file cannot be read (the
+    connection attempt reports that). The renewal timer
+    (``kiosk-provision renew``) starts 60 days before the end, so this fires
+    only when renewal has been failing for weeks.
+    """
+    # Imported here: a kiosk without TLS never pays for the x509 module.
+    from cryptography import x509
+    try:
+        cert = x509.load_pem_x509_certificate(cert_file.read_bytes())
+    except (OSError, ValueError):
+        return None
+    end = cert.not_valid_after_utc.timestamp()
+    left_s = end - (time.time() if now is None else now)
+    when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(end))
+    if left_s <= 0:
+        return f"client certificate expired {when}: renew it with an offline bundle (kiosk-provision --bundle)"
+    if left_s <= warn_days * 86400:
+        return f"client certificate expires {when}, in {left_s / 86400:.1f} days; renewal has not succeeded"
+    return None
+
+
 class HealthReporter:
     """Builds health payloads and decides when to send them.
 

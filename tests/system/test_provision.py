@@ -34,6 +34,7 @@ from sandbox import sandbox_argv
 from agent.config import load_config
 from agent.devbroker import DevBroker, find_mosquitto
 from fleet import ca as fca
+from provisioning.keys import make_csr
 
 WAIT = 60.0
 UNIT = Path(__file__).resolve().parents[2] / "systemd" / "kiosk-agent.service"
@@ -425,3 +426,40 @@ def test_separate_broker_ca_is_kept_apart_from_the_fleet_ca(pki: Pki, tmp_path: 
     assert (keys / "fleet-ca.pem").read_bytes() == (pki.base / "ca" / fca.CA_CERT).read_bytes()
     again = _provision(root, *_basic("k-0018", url), "--broker-ca", str(broker_ca))   # no CA, no bundle
     assert "certificate unchanged from the certificate already installed" in again.stdout, again.stdout
+
+
+def test_agent_raises_cert_expiring_before_its_certificate_ends(mtls_broker: DevBroker, pki: Pki,
+                                                                tmp_path: Path) -> None:
+    root = tmp_path / "kiosk"
+    url = f"mqtts://127.0.0.1:{mtls_broker.port}"
+    _provision(root, *_basic("k-0031", url, pki.base / "ca"), "--backend", "sim", "--staged-paths")
+    cfg = load_config(root / "etc/kiosk-agent/agent.toml")
+    assert cfg.mqtt.tls.cert_file is not None and cfg.mqtt.tls.key_file is not None
+    # Renewal has been failing: the CA's certificate for the same key now has 10 days left.
+    key = serialization.load_pem_private_key(cfg.mqtt.tls.key_file.read_bytes(), None)
+    assert isinstance(key, ec.EllipticCurvePrivateKey)
+    csr = make_csr(key, "k-0031")
+    cfg.mqtt.tls.cert_file.write_bytes(fca.sign_csr(pki.ca, csr, days=10).pem())
+
+    monitor = Monitor(mtls_broker, pki)
+    log = tmp_path / "agent.log"
+    with open(log, "wb") as out:
+        agent = subprocess.Popen([sys.executable, "-m", "agent", "run", "--config",
+                                  str(root / "etc/kiosk-agent/agent.toml")],
+                                 stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+                                 env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        alarm = monitor.wait_for("kiosk/v1/north/k-0031/alarm/cert_expiring", "cert_expiring alarm")
+        assert alarm["active"] is True and alarm["severity"] == "warning", alarm
+        assert "in 9.9 days" in alarm["detail"] or "in 10.0 days" in alarm["detail"], alarm
+    except AssertionError:
+        raise AssertionError(log.read_text(errors="replace")[-3000:]) from None
+    finally:
+        agent.send_signal(signal.SIGTERM)
+        try:
+            agent.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            agent.kill()
+            agent.wait()
+        monitor.close()
+
