@@ -4,8 +4,9 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 # Debian packages the tests use: the broker and its clients, FUSE for the
-# power-cut harness, systemd-analyze and udevadm for the unit and rule checks.
-APT_PACKAGES := mosquitto mosquitto-clients fuse3 systemd udev
+# power-cut harness, systemd-analyze and udevadm for the unit and rule checks,
+# node to evaluate the polkit rule as polkitd's JavaScript engine would.
+APT_PACKAGES := mosquitto mosquitto-clients fuse3 systemd udev nodejs
 
 .PHONY: run test test-long bench venv system-deps clean
 
@@ -36,6 +37,7 @@ system-deps:
 	command -v fusermount3 >/dev/null 2>&1 || missing="$$missing fuse3"; \
 	command -v systemd-analyze >/dev/null 2>&1 || missing="$$missing systemd"; \
 	command -v udevadm >/dev/null 2>&1 || missing="$$missing udev"; \
+	command -v node >/dev/null 2>&1 || missing="$$missing nodejs"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 	    echo "installing:$$missing"; \

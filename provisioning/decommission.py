@@ -45,7 +45,7 @@ def decommission(lay: Layout, out: TextIO | None = None, *, everything: bool = F
             removed.append(path)
     if everything:
         for path in (lay.config, lay.config.with_name("agent.toml.prev"), lay.slip, lay.unit, lay.renew_service,
-                     lay.renew_timer, lay.tmpfiles, lay.udev, lay.log):
+                     lay.renew_timer, lay.tmpfiles, lay.udev, lay.polkit, lay.log):
             if path.exists():
                 path.unlink()
                 removed.append(path)

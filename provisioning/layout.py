@@ -60,6 +60,7 @@ class Layout:
     renew_wants = property(lambda self: self.p(f"/etc/systemd/system/timers.target.wants/{RENEW_TIMER}"))
     tmpfiles = property(lambda self: self.p("/etc/tmpfiles.d/kiosk-agent.conf"))
     udev = property(lambda self: self.p("/etc/udev/rules.d/99-kiosk.rules"))
+    polkit = property(lambda self: self.p("/etc/polkit-1/rules.d/50-kiosk-agent.rules"))   # reboot command
 
     @staticmethod
     def shipped(name: str) -> Path:

@@ -448,13 +448,14 @@ def _enable(lay: Layout, unit: Path, wants: Path, rep: Reporter, res: Result) ->
 
 
 def _install(a: Answers, lay: Layout, own: Owner, rep: Reporter, res: Result) -> None:
-    rep.step("systemd units, tmpfiles entry, udev rules")
+    rep.step("systemd units, tmpfiles entry, udev rules, polkit rule")
     try:
         unit = Layout.shipped(UNIT_NAME).read_text()
         renew_unit = Layout.shipped(RENEW_SERVICE).read_text()
         renew_timer = Layout.shipped(RENEW_TIMER).read_bytes()
         tmpfiles = Layout.shipped("kiosk-agent.conf").read_bytes()
         rules = Layout.shipped("99-kiosk.rules").read_bytes()
+        polkit = Layout.shipped("kiosk-agent-polkit.rules").read_bytes()
     except OSError as exc:
         raise InstallError(f"the shipped systemd files are missing: {exc}") from None
     binary = _agent_bin(a, lay)
@@ -464,7 +465,8 @@ def _install(a: Answers, lay: Layout, own: Owner, rep: Reporter, res: Result) ->
                                     f"ExecStart={provision_bin} ")
     changed = False
     for path, data in ((lay.unit, unit.encode()), (lay.renew_service, renew_unit.encode()),
-                       (lay.renew_timer, renew_timer), (lay.tmpfiles, tmpfiles), (lay.udev, rules)):
+                       (lay.renew_timer, renew_timer), (lay.tmpfiles, tmpfiles), (lay.udev, rules),
+                       (lay.polkit, polkit)):
         status = write_if_changed(path, data, 0o644)
         changed |= status != "unchanged"
         rep.line(f"{lay.target(path)}: {status}")

@@ -207,6 +207,8 @@ def test_staged_install_files_and_modes(pki: Pki, tmp_path: Path) -> None:
     renew_unit = (root / "etc/systemd/system/kiosk-agent-renew.service").read_text()
     assert "ExecStart=/opt/kiosk-agent/bin/kiosk-provision renew" in renew_unit
     assert (root / "etc/udev/rules.d/99-kiosk.rules").exists() and (root / "etc/tmpfiles.d/kiosk-agent.conf").exists()
+    polkit = root / "etc/polkit-1/rules.d/50-kiosk-agent.rules"       # the reboot command as the service user
+    assert "org.freedesktop.login1.reboot" in polkit.read_text() and polkit.stat().st_mode & 0o777 == 0o644
     slip = (etc / "commissioning-slip.txt").read_text()
     assert "k-0007" in slip and "Outlet 37" in slip and '"kiosk":"k-0007"' in slip
     # No key material outside the kiosk's keys directory, and none shared with another kiosk.

@@ -319,3 +319,48 @@ def test_agent_imports_and_crypto_under_the_unit_sandbox(tmp_path: Path) -> None
     result = _run(sandbox_argv(UNIT, tmp_path, [sys.executable, "-c", MDWE_CHILD]), cwd=ROOT)
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.strip().splitlines()[-1].startswith("MDWE-OK")
+
+
+POLKIT_RULES = ROOT / "systemd" / "kiosk-agent-polkit.rules"
+LOGIN1_POLICY = Path("/usr/share/polkit-1/actions/org.freedesktop.login1.policy")
+
+# polkitd's rule API, enough to run our file: addRule, Result, and the
+# (action, subject) pairs it would ask about.
+_POLKIT_HARNESS = r"""
+const fs = require("fs");
+const rules = [];
+const polkit = {Result: {YES: "yes", NO: "no", AUTH_ADMIN: "auth_admin"},
+                addRule: (fn) => rules.push(fn), log: () => {}};
+new Function("polkit", fs.readFileSync(process.argv[2], "utf8"))(polkit);
+const asks = JSON.parse(process.argv[3]);
+console.log(JSON.stringify(asks.map(([action, user]) => {
+  for (const rule of rules) {
+    const r = rule({id: action}, {user: user, active: false, local: false});
+    if (r !== undefined) return r;
+  }
+  return null;
+})));
+"""
+
+
+def test_polkit_rule_lets_the_service_user_reboot_and_nothing_else(tmp_path: Path) -> None:
+    import json
+    node = shutil.which("node")
+    assert node, "node is needed to evaluate the polkit rule (make test installs nodejs)"
+    asks = [("org.freedesktop.login1.reboot", "kiosk-agent"),
+            ("org.freedesktop.login1.reboot-multiple-sessions", "kiosk-agent"),
+            ("org.freedesktop.login1.reboot-ignore-inhibit", "kiosk-agent"),
+            ("org.freedesktop.login1.power-off", "kiosk-agent"),
+            ("org.freedesktop.systemd1.manage-units", "kiosk-agent"),
+            ("org.freedesktop.login1.reboot", "www-data")]
+    harness = tmp_path / "harness.js"
+    harness.write_text(_POLKIT_HARNESS)
+    out = subprocess.run([node, str(harness), str(POLKIT_RULES), json.dumps(asks)],
+                         capture_output=True, text=True, timeout=60, check=False)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout) == ["yes", "yes", None, None, None, None]
+    # The action ids are the ones systemd-logind really asks about.
+    if LOGIN1_POLICY.exists():
+        policy = LOGIN1_POLICY.read_text()
+        for action, _user in asks[:2]:
+            assert f'<action id="{action}">' in policy, action
