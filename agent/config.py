@@ -70,6 +70,7 @@ class StorageConfig:
     dir: Path
     outbox_max_mb: int = 256
     min_free_mb: int = 100
+    journal_keep_days: int = 90      # acknowledged records older than this are pruned; 0 keeps all
 
 
 @dataclasses.dataclass(frozen=True)
@@ -298,7 +299,7 @@ _MQTT = {"url": (_string(), True), "keepalive": (_integer(5, 3600), False),
          "reconnect_min_s": (_number(0.1, 60), False), "reconnect_max_s": (_number(1, 3600), False),
          "max_inflight": (_integer(20, 100), False)}
 _STORAGE = {"dir": (_path, True), "outbox_max_mb": (_integer(1, 100_000), False),
-            "min_free_mb": (_integer(0, 100_000_000), False)}
+            "min_free_mb": (_integer(0, 100_000_000), False), "journal_keep_days": (_integer(0, 36_500), False)}
 _KEYS = {"signing_key": (_path, False)}
 _HAL = {"backend": (_choice("real", "sim"), True)}
 _HEALTH = {"interval_s": (_number(5, 86_400), False), "temp_high_c": (_number(20, 120), False)}

@@ -57,6 +57,7 @@ COMPONENTS: list[str] = ["agent.commands:CommandService", "agent.remoteconfig:Re
 SYSTEM = "system"          # owner of the board's own alarms (disk, temperature, supply)
 OUTBOX = "outbox"          # owner of outbox_backlog, disk_low (outbox watermark), publish_refused
 SYSTEM_CHECK_S = 60.0
+JOURNAL_PRUNE_S = 3600.0
 
 # Tables whose change applies in place on SIGHUP; any other change restarts
 # the components in-process (the process, its PID and its watchdog stay).
@@ -215,6 +216,9 @@ class Agent:
         stack.callback(lambda: self._system_timer.cancel() if self._system_timer else None)
         self.health.start()
         stack.callback(self.health.stop)
+        if cfg.storage.journal_keep_days > 0:
+            pruner = asyncio.create_task(self._prune_journal(cfg.storage.journal_keep_days), name="journal-prune")
+            stack.callback(pruner.cancel)
 
         for name, component in components:
             await component.start()
@@ -238,6 +242,18 @@ class Agent:
             except (asyncio.TimeoutError, Exception):  # noqa: BLE001 - stopping anyway
                 task.cancel()
         stack.push_async_callback(halt)
+
+    async def _prune_journal(self, keep_days: int) -> None:
+        """At start, then hourly: acknowledged records older than ``storage.journal_keep_days`` go."""
+        assert self.journal is not None
+        while True:
+            try:
+                deleted = await self.journal.prune(keep_days)
+                if deleted:
+                    log.info("journal: pruned %d records acknowledged more than %d days ago", deleted, keep_days)
+            except StoreError as exc:
+                log.warning("journal prune failed (retried in an hour): %s", exc)
+            await asyncio.sleep(JOURNAL_PRUNE_S)
 
     def _outbox_alarm(self, code: str, active: bool, detail: str) -> None:
         if self.alarms is not None:

@@ -79,6 +79,7 @@ log = logging.getLogger(__name__)
 GENESIS = "0" * 64
 SIGN_TAG = b"kiosk-agent/v1/tx\n"
 MAX_ACK_IDS = 10_000
+PRUNE_BATCH = 5_000     # rows per delete: keeps each commit short on an SD card
 
 
 class JournalError(AgentError):
@@ -262,6 +263,27 @@ class _AckJob(Job):
         return found
 
 
+class _PruneJob(Job):
+    # Deleting is as lazy as marking acks: one lost to a power cut is done
+    # again at the next prune.
+    durable = False
+
+    def __init__(self, journal: Journal, before_ms: int) -> None:
+        self.journal = journal
+        self.before_ms = before_ms
+
+    def run(self, conn: sqlite3.Connection) -> int:
+        # The head stays (the next record links to it and a restart reads it);
+        # a row the outbox still points at stays too, however it got acked.
+        cur = conn.execute(
+            # Through the acked_ms index: an hourly prune that finds nothing old
+            # enough reads a few index pages, not the whole journal.
+            "DELETE FROM journal WHERE seq IN (SELECT seq FROM journal INDEXED BY journal_acked "
+            "WHERE acked_ms < ? AND seq < ? AND seq NOT IN (SELECT ref FROM outbox WHERE cls = 'tx') "
+            "ORDER BY acked_ms LIMIT ?)", (self.before_ms, self.journal.head_seq, PRUNE_BATCH))
+        return int(cur.rowcount)
+
+
 def parse_ack(payload: bytes) -> list[str]:
     """The ids of a ``tx/ack`` payload (``{"v":1,"ts":...,"ids":[...]}``); ValueError if malformed."""
     doc = json.loads(payload)
@@ -339,6 +361,22 @@ class Journal:
             return
         await self.mark_acked(ids)
 
+    async def prune(self, keep_days: float, *, now_ms: int | None = None) -> int:
+        """Delete records the back office acknowledged more than ``keep_days`` ago.
+
+        Unacknowledged records are kept however old, and so is the chain
+        head. Returns how many were deleted (in batches of PRUNE_BATCH).
+
+            await journal.prune(90)
+        """
+        before = (int(time.time() * 1000) if now_ms is None else now_ms) - int(keep_days * 86_400_000)
+        total = 0
+        while True:
+            deleted: int = await self.store.writer.submit_async(_PruneJob(self, before))
+            total += deleted
+            if deleted < PRUNE_BATCH:
+                return total
+
     # -- reading -----------------------------------------------------------------
 
     def payloads(self, from_seq: int = 1, conn: sqlite3.Connection | None = None) -> Iterator[bytes]:
@@ -363,7 +401,9 @@ class Journal:
         oldest = conn.execute("SELECT ts FROM journal WHERE acked_ms IS NULL AND seq < ? ORDER BY seq LIMIT 1",
                               (bound,)).fetchone()
         age = round(time.time() - oldest[0] / 1000, 1) if oldest else None
-        return {"seq": self.head_seq, "unacked": max(0, int(unacked) - int(queued)), "oldest_unacked_age_s": age}
+        kept = conn.execute("SELECT seq FROM journal ORDER BY seq LIMIT 1").fetchone()
+        return {"seq": self.head_seq, "first_seq": int(kept[0]) if kept else None,
+                "unacked": max(0, int(unacked) - int(queued)), "oldest_unacked_age_s": age}
 
 
 _SERVICES = ("pension-print", "bill-water", "bill-electricity", "licence-renewal", "residence-permit")

@@ -72,6 +72,7 @@ CREATE TABLE IF NOT EXISTS journal (
     acked_ms INTEGER
 );
 CREATE INDEX IF NOT EXISTS journal_unacked ON journal(seq) WHERE acked_ms IS NULL;
+CREATE INDEX IF NOT EXISTS journal_acked ON journal(acked_ms) WHERE acked_ms IS NOT NULL;
 CREATE TABLE IF NOT EXISTS outbox (
     id         INTEGER PRIMARY KEY AUTOINCREMENT,
     cls        TEXT NOT NULL,

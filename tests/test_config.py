@@ -57,6 +57,7 @@ def test_shipped_simulation_config_is_valid() -> None:
 @pytest.mark.parametrize("change, key, words", [
     (('keepalive = 30', 'keepalive = "abc"'), "mqtt.keepalive", "an integer from 5 to 3600"),
     (('keepalive = 30', 'keepalvie = 30'), "mqtt.keepalvie", "unknown key"),
+    (('dir = "state"', 'dir = "state"\njournal_keep_days = -1'), "storage.journal_keep_days", "from 0 to 36500"),
     (('site = "Outlet 37"\n', ''), "kiosk.site", "required key missing"),
     (('backend = "sim"', 'backend = "fake"'), "hal.backend", "'real', 'sim'"),
     (('url = "mqtt://127.0.0.1:1883"', 'url = "http://127.0.0.1:1883"'), "mqtt.url", "mqtt://host:port"),

@@ -18,7 +18,7 @@ from storekit import DurableSubscriber, mqtt_config, start_broker
 
 from agent.devbroker import DevBroker
 from agent.errors import StoreFull
-from agent.journal import Journal
+from agent.journal import Journal, verify_chain
 from agent.outbox import Outbox, OutboxError
 from agent.store import Store
 from agent.uplink import Uplink
@@ -107,6 +107,47 @@ def test_tx_ack_marks_records_and_tells_listeners(tmp_path: Path) -> None:
             assert heard == [ids]
             backoffice.disconnect()
             backoffice.loop_stop()
+    try:
+        asyncio.run(go())
+    finally:
+        broker.stop()
+
+
+def test_prune_drops_only_old_acknowledged_records_and_the_chain_goes_on(tmp_path: Path) -> None:
+    broker = start_broker(tmp_path / "broker")
+    day_ms = 86_400_000
+
+    async def go() -> None:
+        rig = Rig(tmp_path, broker.port)
+        await rig.outbox.start()                # not connected yet: everything stays queued
+        try:
+            recs = [await rig.journal.record({"n": i}) for i in range(30)]
+            # Acknowledged before it was published (a confused back office):
+            # rows the outbox still holds must stay.
+            await rig.journal.mark_acked([r.id for r in recs[:5]])
+            assert await rig.journal.prune(90, now_ms=recs[-1].ts + 91 * day_ms) == 0
+            await rig.uplink.start()
+            assert await rig.outbox.wait_drained(30)
+            await _until(lambda: rig.journal.stats()["unacked"] == 25, 10, "published")
+            await rig.journal.mark_acked([r.id for r in recs[:20]] + [recs[-1].id])   # the head too
+            now = int(time.time() * 1000)
+            assert await rig.journal.prune(90, now_ms=now + 89 * day_ms) == 0      # not old enough yet
+            assert await rig.journal.prune(90, now_ms=now + 91 * day_ms) == 20
+            kept = list(rig.journal.payloads())
+            assert [json.loads(p)["seq"] for p in kept] == list(range(21, 31))      # unacked and head stay
+            assert rig.journal.stats()["first_seq"] == 21
+            report = verify_chain(kept, rig.key.public_key(), prev=recs[19].hash)
+            assert report.ok and report.last_seq == 30
+        finally:
+            await rig.__aexit__()
+        # After a restart the chain continues from the head, not from what is left.
+        store = Store.open(tmp_path / "state")
+        try:
+            journal = Journal(store, rig.key, "k-1", fleet="f")
+            nxt = await journal.record({"n": 30})
+            assert (nxt.seq, nxt.prev) == (31, recs[-1].hash)
+        finally:
+            store.close()
     try:
         asyncio.run(go())
     finally:
