@@ -210,8 +210,9 @@ class Agent:
 
         self._sync_all_alarms()
         if self.store.recovered_from is not None:
-            self.alarms.raise_("store_corrupt", f"database failed its check; kept as {self.store.recovered_from.name}",
-                               device=SYSTEM)
+            salvaged = f"; {self.store.salvage.summary()}" if self.store.salvage is not None else ""
+            self.alarms.raise_("store_corrupt", f"database failed its check; kept as "
+                               f"{self.store.recovered_from.name}{salvaged}", device=SYSTEM)
         self._check_system()
         stack.callback(lambda: self._system_timer.cancel() if self._system_timer else None)
         self.health.start()

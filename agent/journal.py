@@ -57,7 +57,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 from agent.contract import CONTRACT_VERSION, Topics
 from agent.errors import AgentError
 from agent.keys import key_id
-from agent.store import Job, Store
+from agent.salvage import REQUEUE_COUNTER, SEQ_COUNTER
+from agent.store import Job, Store, store_error
 
 __all__ = [
     "GENESIS",
@@ -231,6 +232,11 @@ class _RecordJob(Job):
         # so every (re)publish is the same bytes.
         conn.execute("INSERT INTO outbox(cls, topic, payload, ref, retain, size, created_ms) "
                      "VALUES ('tx', ?, NULL, ?, 0, ?, ?)", (j.topic, rec.seq, len(rec.payload), rec.ts))
+        # The high-water mark lives on another page than the journal rows: if
+        # a damaged store loses the head, a salvage still knows which seqs
+        # were used and never hands them out again.
+        conn.execute("INSERT INTO counters(name, value) VALUES (?, ?) "
+                     "ON CONFLICT(name) DO UPDATE SET value = excluded.value", (SEQ_COUNTER, rec.seq))
         self.saved = (j.head_seq, j.head_hash)
         j.head_seq, j.head_hash = rec.seq, rec.hash
         return rec
@@ -305,10 +311,35 @@ class Journal:
         self.kiosk = kiosk_id
         self.topic = topic or Topics(fleet, kiosk_id).tx
         row = store.conn.execute("SELECT seq, hash FROM journal ORDER BY seq DESC LIMIT 1").fetchone()
-        self.head_seq: int = int(row[0]) if row else 0
+        # Equal in normal running; the counter is ahead only after a salvage
+        # lost the last records: the next seq skips them (a visible gap, with
+        # prev naming the last record kept) rather than reuse them.
+        self.head_seq: int = max(int(row[0]) if row else 0, store.counter(SEQ_COUNTER))
         self.head_hash: str = str(row[1]) if row else GENESIS
         self._ack_listeners: list[Callable[[list[str]], Any]] = []
         self.recorded = 0
+        if store.counter(REQUEUE_COUNTER):
+            requeued = self._requeue_unacked()
+            if store.salvage is not None:
+                store.salvage.requeued = requeued
+
+    def _requeue_unacked(self) -> int:
+        """After a salvage that lost the outbox: every unacknowledged record goes again, in order."""
+        conn = self.store.conn
+        try:
+            with conn:
+                conn.execute("BEGIN IMMEDIATE")
+                # What survived of the old tx queue goes too: re-queued whole, the class stays in seq order.
+                conn.execute("DELETE FROM outbox WHERE cls = 'tx'")
+                cur = conn.execute(
+                    "INSERT INTO outbox(cls, topic, payload, ref, retain, size, created_ms) "
+                    "SELECT 'tx', ?, NULL, seq, 0, length(payload), ts FROM journal WHERE acked_ms IS NULL "
+                    "ORDER BY seq", (self.topic,))
+                conn.execute("DELETE FROM counters WHERE name = ?", (REQUEUE_COUNTER,))
+        except sqlite3.Error as exc:
+            raise store_error(exc, "requeue after salvage") from exc
+        log.warning("queued %d unacknowledged records again after the store salvage", cur.rowcount)
+        return int(cur.rowcount)
 
     async def record(self, tx: Mapping[str, Any]) -> JournalRecord:
         """Journal ``tx``; returns once it and its outbox row are fsynced.

@@ -47,6 +47,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.errors import StoreError, StoreFull
+from agent.salvage import SalvageReport, salvage
 
 __all__ = ["DB_NAME", "Job", "Store", "Writer", "store_error"]
 
@@ -130,6 +131,7 @@ class Store:
         self.conn = conn
         self.synchronous = synchronous
         self.recovered_from = recovered_from
+        self.salvage: SalvageReport | None = None      # what came over from the file moved aside
         self._writer: Writer | None = None
         # Told (on the loop thread) of rows the journal adds to the outbox:
         # ``cb(cls, rows, bytes)``; the outbox keeps its counts from them.
@@ -164,7 +166,15 @@ class Store:
         except sqlite3.Error as exc:
             conn.close()
             raise store_error(exc, f"cannot create the schema in {path}") from exc
-        return cls(path, conn, synchronous=synchronous, recovered_from=recovered)
+        report: SalvageReport | None = None
+        if recovered is not None:
+            try:
+                report = salvage(recovered, conn, directory)
+            except sqlite3.Error as exc:       # the fresh store itself failing: say so, keep it empty
+                report = SalvageReport(error=str(store_error(exc, "salvage")))
+        store = cls(path, conn, synchronous=synchronous, recovered_from=recovered)
+        store.salvage = report
+        return store
 
     # -- counters (loop thread) ---------------------------------------------------
 

@@ -164,3 +164,44 @@ def test_disk_low_alarm(agent_factory: type[AgentProcess], subscriber: Subscribe
     raised = subscriber.wait_for("/alarm/disk_low", lambda d: d["active"], timeout=15)
     # The outbox's own watermark check or the minutely system check, whichever is first.
     assert raised.data["device"] in ("system", "outbox") and raised.data["detail"]
+
+
+def test_corrupt_store_is_salvaged_alarmed_and_its_transactions_still_delivered(
+        agent_factory: type[AgentProcess], subscriber: Subscriber) -> None:
+    import asyncio
+    import sqlite3
+
+    import random
+
+    from agent.journal import Journal, synthetic_tx, verify_chain
+    from agent.keys import load_or_create
+    from agent.store import DB_NAME, Store
+
+    agent = agent_factory()
+    # What an earlier run left: 300 transactions recorded while the broker was
+    # away, then the outbox's pages damaged on the SD card.
+    key = load_or_create(None, agent.state_dir, production=False)
+    store = Store.open(agent.state_dir)
+
+    async def record() -> list[bytes]:
+        journal = Journal(store, key, "sim-0001", fleet="dev")
+        rng = random.Random(7)
+        return [(await journal.record(synthetic_tx(rng, i))).payload for i in range(300)]
+    recorded = asyncio.run(record())
+    store.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    store.close()
+    db = agent.state_dir / DB_NAME
+    root = sqlite3.connect(db).execute("SELECT rootpage FROM sqlite_master WHERE name = 'outbox'").fetchone()[0]
+    data = bytearray(db.read_bytes())
+    data[(root - 1) * 4096:(root - 1) * 4096 + 400] = os.urandom(400)
+    db.write_bytes(bytes(data))
+
+    agent.start()
+    alarm = subscriber.wait_for("/alarm/store_corrupt", lambda d: d["active"], timeout=30).data
+    assert "salvaged 300 journal records" in alarm["detail"] and "kept as agent.db.corrupt-" in alarm["detail"]
+    wait_until(lambda: len({m.payload for m in subscriber.matching("/tx")}) >= 300, 60,
+               message="the 300 salvaged transactions")
+    arrived = list(dict.fromkeys(m.payload for m in subscriber.matching("/tx")))
+    assert arrived == recorded                                  # all of them, in order, byte for byte
+    assert verify_chain(arrived, key.public_key()).ok
+    assert list(agent.state_dir.glob("agent.db.corrupt-*"))      # the damaged file is kept
