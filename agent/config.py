@@ -178,6 +178,7 @@ class CommandsConfig:
 class EvidenceConfig:
     recipient_public_key: bytes | None = None   # raw 32-byte X25519 key of the back office
     retention_days: float = 30.0
+    ack_public_keys: tuple[bytes, ...] = ()     # raw Ed25519 keys that sign tx/ack (the back office)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -307,8 +308,7 @@ _SERIAL = {"enabled": (_boolean, False), "url": (_serial_url, False),
            "baudrate": (_integer(1200, 4_000_000), False), "poll_interval_s": (_number(0.2, 600), False)}
 _COPROC = {**_SERIAL, "watchdog_enabled": (_boolean, False), "watchdog_timeout_s": (_integer(10, 86_400), False),
            "watchdog_grace_s": (_integer(0, 86_400), False), "watchdog_max_per_hour": (_integer(0, 60), False),
-           "firmware_public_keys": (lambda k, v: tuple(_key32(f"{k}[{i}]", x, "Ed25519")
-                                                       for i, x in enumerate(_list(k, v))), False),
+           "firmware_public_keys": (lambda k, v: _key_list(k, v, "Ed25519"), False),
            "temp_high_c": (_number(0, 120), False)}
 
 
@@ -401,7 +401,8 @@ _OPERATOR = {"id": (_string(_NAME, "lower-case letters, digits, '-' or '_'"), Tr
 _COMMANDS = {"operators": (lambda _k, v: v, False), "max_clock_skew_s": (_number(0, 86_400), False),
              "max_size_bytes": (_integer(256, 1_048_576), False)}
 _EVIDENCE = {"recipient_public_key": (lambda k, v: _key32(k, v, "X25519"), False),
-             "retention_days": (_number(0.01, 3650), False)}
+             "retention_days": (_number(0.01, 3650), False),
+             "ack_public_keys": (lambda k, v: _key_list(k, v, "Ed25519"), False)}
 _SESSIONS = {"card_reminder_s": (_number(1, 600), False)}
 
 
@@ -416,6 +417,10 @@ def _key32(key: str, value: Any, kind: str) -> bytes:
     if len(raw) != 32:
         raise ConfigError(key, value, f"a base64 raw 32-byte {kind} public key")
     return raw
+
+
+def _key_list(key: str, value: Any, kind: str) -> tuple[bytes, ...]:
+    return tuple(_key32(f"{key}[{i}]", item, kind) for i, item in enumerate(_list(key, value)))
 
 
 def _array_of_tables(raw: Any, key: str) -> list[Any]:

@@ -187,7 +187,9 @@ class Agent:
         self.uplink = Uplink(cfg.mqtt, will=self._next_will)
         self.uplink.add_connect_listener(self._on_connected)
         key = load_or_create(cfg.keys.signing_key, cfg.storage.dir, production=cfg.kiosk.mode == "production")
-        self.journal = Journal(self.store, key, cfg.kiosk.id, fleet=cfg.kiosk.fleet)
+        self.journal = Journal(self.store, key, cfg.kiosk.id, fleet=cfg.kiosk.fleet,
+                               ack_keys=cfg.evidence.ack_public_keys,
+                               accept_unsigned_acks=cfg.kiosk.mode != "production")
         self.outbox = Outbox(self.store, self.uplink, max_inflight=cfg.mqtt.max_inflight,
                              max_bytes=cfg.storage.outbox_max_mb * 2**20,
                              min_free_bytes=cfg.storage.min_free_mb * 2**20, on_alarm=self._outbox_alarm)

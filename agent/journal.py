@@ -58,6 +58,7 @@ from agent.contract import CONTRACT_VERSION, Topics
 from agent.errors import AgentError
 from agent.keys import key_id
 from agent.salvage import REQUEUE_COUNTER, SEQ_COUNTER
+from agent.signing import KIND_ACK, verify
 from agent.store import Job, Store, store_error
 
 __all__ = [
@@ -290,6 +291,24 @@ class _PruneJob(Job):
         return int(cur.rowcount)
 
 
+def ack_document(kiosk: str, ids: list[str], *, ts_ms: int | None = None) -> dict[str, Any]:
+    """An unsigned ``tx/ack`` body; ``signing.sign(doc, key_id, key, KIND_ACK)`` signs it."""
+    return {"v": 1, "ts": int(time.time() * 1000) if ts_ms is None else ts_ms, "kiosk": kiosk, "ids": ids}
+
+
+def verify_ack(payload: bytes, kiosk: str, keys: Iterable[bytes]) -> list[str]:
+    """The ids of a ``tx/ack`` signed by one of ``keys`` for ``kiosk``; ValueError naming what is wrong."""
+    ids = parse_ack(payload)
+    doc = json.loads(payload)
+    if "sig" not in doc:
+        raise ValueError("unsigned; this kiosk trusts only acks signed with evidence.ack_public_keys")
+    if doc.get("kiosk") != kiosk:
+        raise ValueError(f"signed for kiosk {doc.get('kiosk')!r}, not {kiosk!r}")
+    if not any(verify(doc, key, KIND_ACK) for key in keys):
+        raise ValueError(f"signature (key_id {doc.get('key_id')!r}) does not verify with evidence.ack_public_keys")
+    return ids
+
+
 def parse_ack(payload: bytes) -> list[str]:
     """The ids of a ``tx/ack`` payload (``{"v":1,"ts":...,"ids":[...]}``); ValueError if malformed."""
     doc = json.loads(payload)
@@ -304,7 +323,8 @@ class Journal:
     """Records transactions; owns the chain head (moved only by the writer thread)."""
 
     def __init__(self, store: Store, signing_key: Ed25519PrivateKey, kiosk_id: str, *,
-                 fleet: str = "default", topic: str | None = None) -> None:
+                 fleet: str = "default", topic: str | None = None, ack_keys: Iterable[bytes] = (),
+                 accept_unsigned_acks: bool = True) -> None:
         self.store = store
         self.key = signing_key
         self.kid = key_id(signing_key.public_key())
@@ -318,6 +338,11 @@ class Journal:
         self.head_hash: str = str(row[1]) if row else GENESIS
         self._ack_listeners: list[Callable[[list[str]], Any]] = []
         self.recorded = 0
+        # An ack deletes sealed evidence: with keys configured only a signed
+        # one counts; without, only where unsigned ones are allowed (development).
+        self.ack_keys = tuple(ack_keys)
+        self.accept_unsigned_acks = accept_unsigned_acks
+        self.acks_refused = 0
         if store.counter(REQUEUE_COUNTER):
             requeued = self._requeue_unacked()
             if store.salvage is not None:
@@ -386,9 +411,15 @@ class Journal:
     async def on_tx_ack(self, message: Any) -> None:
         """Uplink handler for ``tx/ack``: ``uplink.subscribe(topics.tx_ack, journal.on_tx_ack)``."""
         try:
-            ids = parse_ack(message.payload)
+            if self.ack_keys:
+                ids = verify_ack(message.payload, self.kiosk, self.ack_keys)
+            elif self.accept_unsigned_acks:
+                ids = parse_ack(message.payload)
+            else:
+                raise ValueError("evidence.ack_public_keys is not set: a production kiosk takes no unsigned ack")
         except ValueError as exc:
-            log.warning("malformed tx/ack ignored: %s", exc)
+            self.acks_refused += 1
+            log.warning("tx/ack refused, nothing marked: %s", exc)
             return
         await self.mark_acked(ids)
 
@@ -433,7 +464,7 @@ class Journal:
                               (bound,)).fetchone()
         age = round(time.time() - oldest[0] / 1000, 1) if oldest else None
         kept = conn.execute("SELECT seq FROM journal ORDER BY seq LIMIT 1").fetchone()
-        return {"seq": self.head_seq, "first_seq": int(kept[0]) if kept else None,
+        return {"seq": self.head_seq, "first_seq": int(kept[0]) if kept else None, "acks_refused": self.acks_refused,
                 "unacked": max(0, int(unacked) - int(queued)), "oldest_unacked_age_s": age}
 
 

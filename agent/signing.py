@@ -17,8 +17,9 @@ Canonical encoding (what the signature covers), precisely:
    whitespace (separators ``,`` and ``:``), non-ASCII characters as UTF-8
    (not ``\\u`` escapes), no NaN or Infinity; encoded as UTF-8;
 3. prefixed with a domain tag and a newline: ``kiosk-agent/v1/cmd\\n`` for a
-   command, ``kiosk-agent/v1/config\\n`` for a desired configuration, so one
-   can never be replayed as the other.
+   command, ``kiosk-agent/v1/config\\n`` for a desired configuration,
+   ``kiosk-agent/v1/tx-ack\\n`` for a back-office acknowledgement, so one can
+   never be replayed as another.
 
 The second half is the kiosk's acceptance policy, pure (no I/O, no nonce
 store): :func:`verify_command` checks size, JSON, signature, key, target,
@@ -52,14 +53,16 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 from agent.config import MODES, CommandsConfig, OperatorKey
 from agent.errors import AgentError
 
-__all__ = ["KIND_CMD", "KIND_CONFIG", "DOMAINS", "SigningError", "canonical", "signing_input", "sign",
+__all__ = ["KIND_CMD", "KIND_CONFIG", "KIND_ACK", "DOMAINS", "SigningError", "canonical", "signing_input", "sign",
            "verify", "decode_sig", "public_raw", "public_b64", "new_nonce", "command_envelope",
            "config_envelope", "ENVELOPE_VERSION", "MAX_LIFETIME_MS", "CommandRefused", "Verified", "Spec",
            "SPECS", "ROLE_COMMANDS", "verify_signed", "verify_command"]
 
 KIND_CMD = "cmd"
 KIND_CONFIG = "config"
-DOMAINS = {KIND_CMD: b"kiosk-agent/v1/cmd\n", KIND_CONFIG: b"kiosk-agent/v1/config\n"}
+KIND_ACK = "ack"
+DOMAINS = {KIND_CMD: b"kiosk-agent/v1/cmd\n", KIND_CONFIG: b"kiosk-agent/v1/config\n",
+           KIND_ACK: b"kiosk-agent/v1/tx-ack\n"}
 ENVELOPE_VERSION = 1
 # A command lives at most a day: its nonce is kept on disk until it expires,
 # so this bounds the nonce table.

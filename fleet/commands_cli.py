@@ -30,7 +30,9 @@ from paho.mqtt.properties import Properties
 from agent.config import parse_config
 from agent.contract import ROOT, Topics, parse_topic
 from agent.errors import ConfigError
+from agent.journal import ack_document
 from agent.signing import (
+    KIND_ACK,
     KIND_CMD,
     KIND_CONFIG,
     SPECS,
@@ -414,6 +416,21 @@ def cmd_tx_tail(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_tx_ack(args: argparse.Namespace) -> int:
+    """Sign and publish a back-office acknowledgement (what the back office's own system does)."""
+    try:
+        key_id, key = _signing_key(args)
+        doc = sign(ack_document(args.kiosk, list(args.ids)), key_id, key, KIND_ACK)
+        with _client(args) as client:
+            rc = client.publish(Topics(args.fleet, args.kiosk).tx_ack, json.dumps(doc).encode("utf-8"), qos=1)
+    except (FleetError, KeyError_) as exc:
+        return _err(str(exc))
+    if rc != 0:
+        return _err(f"publish failed (rc {rc})")
+    print(f"acknowledged {len(args.ids)} transaction(s) of {args.kiosk}", file=sys.stderr)
+    return 0
+
+
 # -- registration --------------------------------------------------------------------
 
 def _signing_args(p: argparse.ArgumentParser) -> None:
@@ -429,7 +446,8 @@ def register(sub: Any) -> None:
     init = keys.add_parser("init", help="create an Ed25519 key pair; print the kiosk config lines")
     init.add_argument("--dir", default="~/.kioskctl", help="where to write ID.key (0600) and ID.pub")
     init.add_argument("--id", required=True, help="key id, as kiosks will know it")
-    init.add_argument("--role", choices=("operator", "admin"), default="operator")
+    init.add_argument("--role", choices=("operator", "admin", "backoffice"), default="operator",
+                      help="backoffice: a key that signs tx/ack (evidence.ack_public_keys)")
     init.add_argument("--json", action="store_true")
     init.set_defaults(func=cmd_keys_init)
 
@@ -476,3 +494,8 @@ def register(sub: Any) -> None:
     tail.add_argument("--duration", type=float, default=None)
     tail.add_argument("--json", action="store_true")
     tail.set_defaults(func=cmd_tx_tail)
+    ack = tx.add_parser("ack", help="sign and publish tx/ack for committed transaction ids (back office)")
+    _signing_args(ack)
+    ack.add_argument("kiosk")
+    ack.add_argument("ids", nargs="+", metavar="ID")
+    ack.set_defaults(func=cmd_tx_ack)

@@ -71,4 +71,6 @@ def load_key(path: Path, key_id: str | None = None) -> tuple[str, Ed25519Private
 
 def config_snippet(key_id: str, key: Ed25519PrivateKey, role: str) -> str:
     """What to paste into a kiosk's agent.toml to trust this key."""
+    if role == "backoffice":
+        return f'[evidence]\nack_public_keys = ["{public_b64(key)}"]   # add to the list if there is one\n'
     return f'[[commands.operators]]\nid = "{key_id}"\npublic_key = "{public_b64(key)}"\nrole = "{role}"\n'

@@ -205,3 +205,50 @@ def test_corrupt_store_is_salvaged_alarmed_and_its_transactions_still_delivered(
     assert arrived == recorded                                  # all of them, in order, byte for byte
     assert verify_chain(arrived, key.public_key()).ok
     assert list(agent.state_dir.glob("agent.db.corrupt-*"))      # the damaged file is kept
+
+
+def test_only_a_signed_tx_ack_marks_transactions(agent_factory: type[AgentProcess], broker: DevBroker,
+                                                 subscriber: Subscriber, tmp_path: Path) -> None:
+    import json
+    import subprocess
+    import sys
+
+    import paho.mqtt.client as paho
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    kioskctl = str(Path(sys.executable).with_name("kioskctl"))
+    made = subprocess.run([kioskctl, "keys", "init", "--dir", str(tmp_path / "bo"), "--id", "bo-1",
+                           "--role", "backoffice", "--json"], capture_output=True, text=True, check=True)
+    backoffice = json.loads(made.stdout)
+    agent = agent_factory(overrides={"tx_per_minute": "600", "interval_s": "5"})
+    agent.config.write_text(agent.config.read_text() +
+                            f'\n[evidence]\nack_public_keys = ["{backoffice["public_key"]}"]\n')
+    agent.start()
+    wait_until(lambda: len(subscriber.matching("/tx")) >= 5, 30, message="five transactions")
+    ids = sorted({m.data["id"] for m in subscriber.matching("/tx")})[:5]
+
+    def tx_stats(data: dict) -> dict:
+        return data.get("outbox", {}).get("tx", {}) if isinstance(data, dict) else {}
+
+    # Anyone with broker access can publish an unsigned ack: it marks nothing.
+    forger = paho.Client(CallbackAPIVersion.VERSION2, protocol=paho.MQTTv5)
+    forger.connect("127.0.0.1", broker.port)
+    forger.loop_start()
+    forger.publish("kiosk/v1/dev/sim-0001/tx/ack", json.dumps({"v": 1, "ts": 1, "ids": ids}).encode(),
+                   qos=1).wait_for_publish(10)
+    forger.disconnect()
+    forger.loop_stop()
+    subscriber.wait_for("/health", lambda d: tx_stats(d).get("acks_refused") == 1, timeout=30)
+    assert "refused" in agent.log and "unsigned" in agent.log
+
+    def acked() -> list[str]:
+        import sqlite3
+        with sqlite3.connect(f"file:{agent.state_dir / 'agent.db'}?mode=ro", uri=True) as db:
+            return sorted(r[0] for r in db.execute("SELECT id FROM journal WHERE acked_ms IS NOT NULL"))
+    assert acked() == []
+    marked = subprocess.run([kioskctl, "tx", "ack", "--broker", broker.url, "--fleet", "dev",
+                             "--key", backoffice["private"], "sim-0001", *ids],
+                            capture_output=True, text=True, timeout=60)
+    assert marked.returncode == 0, marked.stderr
+    wait_until(lambda: acked() == ids, 30, message="the five signed acks marked")
+    assert tx_stats(subscriber.wait_for("/health").data)["acks_refused"] == 1

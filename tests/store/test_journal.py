@@ -20,9 +20,11 @@ from agent.journal import (
     Journal,
     JournalError,
     canonical,
+    ack_document,
     parse_ack,
     record_hash,
     synthetic_load,
+    verify_ack,
     verify_chain,
 )
 from agent.keys import DEVICE_KEY_NAME, KeyError_, key_id, load_or_create
@@ -241,4 +243,50 @@ def test_synthetic_load_records_without_pii(tmp_path: Path) -> None:
         data = rec.data["data"]
         assert re.fullmatch(r"11\*{12}\d{4}", data["id_masked"])
         assert not re.search(rb"\d{14,}", canonical(data))      # nothing ID-number-like
+    store.close()
+
+
+def test_signed_acks_are_checked_for_key_kiosk_content_and_domain() -> None:
+    from agent.signing import KIND_ACK, KIND_CMD, public_raw, sign
+
+    backoffice, stranger = Ed25519PrivateKey.generate(), Ed25519PrivateKey.generate()
+    keys = [public_raw(Ed25519PrivateKey.generate()), public_raw(backoffice)]
+
+    def signed(doc: dict, key: Ed25519PrivateKey = backoffice, kind: str = KIND_ACK) -> bytes:
+        return json.dumps(sign(doc, "bo-1", key, kind)).encode()
+
+    assert verify_ack(signed(ack_document("k-1", ["a", "b"])), "k-1", keys) == ["a", "b"]
+    refusals = {
+        "unsigned": json.dumps(ack_document("k-1", ["a"])).encode(),
+        "not verify": signed(ack_document("k-1", ["a"]), stranger),
+        "not 'k-1'": signed(ack_document("k-2", ["a"])),
+        "does not verify": signed(ack_document("k-1", ["a"]), kind=KIND_CMD),      # a command's signature
+    }
+    tampered = json.loads(signed(ack_document("k-1", ["a"])))
+    tampered["ids"] = ["a", "someone-elses"]
+    refusals["verify"] = json.dumps(tampered).encode()
+    for words, payload in refusals.items():
+        with pytest.raises(ValueError, match=words):
+            verify_ack(payload, "k-1", keys)
+
+
+def test_production_kiosk_without_ack_keys_marks_nothing(tmp_path: Path) -> None:
+    from agent.uplink import Message
+
+    key = Ed25519PrivateKey.generate()
+    store = Store.open(tmp_path)
+    recs = _record(store, key, [{"n": 1}])
+
+    async def go() -> None:
+        strict = Journal(store, key, "k-1", accept_unsigned_acks=False)     # production, no keys configured
+        ack = json.dumps(ack_document("k-1", [recs[0].id])).encode()
+        await strict.on_tx_ack(Message("kiosk/v1/f/k-1/tx/ack", ack, 1, False, None, None))
+        assert strict.acks_refused == 1
+        assert store.conn.execute("SELECT count(*) FROM journal WHERE acked_ms IS NOT NULL").fetchone()[0] == 0
+        lenient = Journal(store, key, "k-1")                                 # development
+        await lenient.on_tx_ack(Message("kiosk/v1/f/k-1/tx/ack", ack, 1, False, None, None))
+        assert lenient.acks_refused == 0
+    asyncio.run(go())
+    marked = store.conn.execute("SELECT count(*) FROM journal WHERE acked_ms IS NOT NULL").fetchone()[0]
+    assert marked == 1          # only the development journal's ack counted
     store.close()
