@@ -38,7 +38,7 @@ from provisioning.steps import Answers, Reporter, provision
 __all__ = ["answers_from", "build_parser", "main"]
 
 _FIELDS = {f.name: f for f in dataclasses.fields(Answers)}
-_PATHS = {"bundle", "ca_dir", "broker_ca", "claim"}
+_PATHS = {"bundle", "ca_dir", "broker_ca", "claim", "fleet_trust"}
 _PROMPTS = [("kiosk_id", "Kiosk id (e.g. k-0001)"), ("fleet", "Fleet"), ("site", "Site (outlet name and address)"),
             ("mqtt_url", "Broker URL"), ("bundle", "Certificate bundle file (empty: enrol later)")]
 
@@ -78,6 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="sign with the fleet CA in this directory (rehearsals; never on a kiosk)")
     g.add_argument("--broker-ca", dest="broker_ca", type=Path,
                    help="CA of the broker's server certificate, if not the fleet CA")
+    g.add_argument("--fleet-trust", dest="fleet_trust", type=Path,
+                   help="the fleet office's TOML with [[commands.operators]] and [evidence] keys")
     g.add_argument("--agent-bin", dest="agent_bin", help="kiosk-agent path for ExecStart")
     g.add_argument("--rotate-keys", dest="rotate_keys", action="store_true", default=None,
                    help="make new device keys (old ones kept as *.old-<time>); needs a new certificate")

@@ -29,6 +29,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TextIO
 
+from agent.errors import ConfigError
 from provisioning import keys as kk
 from provisioning.errors import (
     AnswerError,
@@ -84,6 +85,7 @@ class Answers:
     selftest: bool = True
     print_slip: bool = True
     printer_url: str | None = None      # default /dev/kiosk/printer on a kiosk; staging prints only if given
+    fleet_trust: Path | None = None     # the fleet office's keys: [[commands.operators]], [evidence]
 
     def validate(self) -> None:
         for name, flag in (("kiosk_id", "--kiosk-id"), ("fleet", "--fleet")):
@@ -102,6 +104,15 @@ class Answers:
             raise AnswerError("--mqtt-url: production kiosks use mutual TLS (mqtts://)")
         if self.backend not in ("real", "sim"):
             raise AnswerError(f"--backend: got {self.backend!r}, expected real or sim")
+        if self.fleet_trust is not None:
+            # Before any step runs: a bad key in it must not surface after enrolment.
+            import tomllib
+
+            from agent.config import parse_config
+            try:
+                parse_config(tomllib.loads(config_text(self, Layout())))
+            except ConfigError as exc:
+                raise AnswerError(f"--fleet-trust {self.fleet_trust}: {exc}") from None
 
 
 class Reporter:
@@ -229,7 +240,34 @@ def config_text(a: Answers, lay: Layout) -> str:
             # udev's stable names (systemd/99-kiosk.rules); the sim backend serves its own ptys.
             lines.append(f"url = {_q('/dev/kiosk/' + device)}")
     lines += ["", "[devices.camera]", "", "[devices.gpio]"]
-    return "\n".join(lines) + "\n"
+    text = "\n".join(lines) + "\n"
+    if a.fleet_trust is not None:
+        text += f"\n# From the fleet trust file {a.fleet_trust.name}:\n" + fleet_trust_text(a.fleet_trust)
+    return text
+
+
+TRUST_TABLES = ("commands", "evidence")
+
+
+def fleet_trust_text(path: Path) -> str:
+    """The fleet trust file's text, checked to hold only the tables it may set.
+
+    The fleet office writes it once from ``kioskctl keys init`` (operators,
+    ``--role backoffice``) and ``kioskctl evidence-keygen``; every kiosk gets
+    it verbatim, so a provisioned kiosk trusts the fleet's keys from its first
+    start (a signed ``config/desired`` can only come from a key it already trusts).
+    """
+    import tomllib
+    try:
+        text = path.read_text(encoding="utf-8")
+        data = tomllib.loads(text)
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise AnswerError(f"--fleet-trust {path}: {exc}") from None
+    extra = sorted(set(data) - set(TRUST_TABLES))
+    if extra:
+        raise AnswerError(f"--fleet-trust {path}: only {', '.join(TRUST_TABLES)} tables belong there, "
+                          f"not {', '.join(extra)}")
+    return text if text.endswith("\n") else text + "\n"
 
 
 # --- the steps ------------------------------------------------------------------------
@@ -421,6 +459,13 @@ def _config(a: Answers, lay: Layout, own: Owner, rep: Reporter, res: Result) -> 
     parse_config(tomllib.loads(text), source=lay.config)   # the agent's own validation, before writing
     status = write_if_changed(lay.config, text.encode(), 0o640, keep_prev=True)
     rep.line(f"{lay.config}: {status}" + (" (previous kept as agent.toml.prev)" if status == "updated" else ""))
+    if a.fleet_trust is None and a.mode == "production":
+        rep.line("WARNING: no --fleet-trust file: this kiosk trusts no operator key, so it refuses every "
+                 "fleet command and configuration, every ID-card service and every tx/ack until it is "
+                 "provisioned again with one")
+        res.state.append("fleet trust: none")
+    elif a.fleet_trust is not None:
+        res.state.append(f"fleet trust: {a.fleet_trust.name}")
     res.state.append(own.apply(lay.config, 0o640) + f" sha256={_sha(lay.config)}")
 
 

@@ -465,3 +465,57 @@ def test_agent_raises_cert_expiring_before_its_certificate_ends(mtls_broker: Dev
             agent.wait()
         monitor.close()
 
+
+
+def _fleet_trust(path: Path) -> tuple[Path, dict[str, str]]:
+    """What the fleet office hands installers: operator, back-office ack and evidence keys."""
+    import base64
+
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+    def raw(key: Any) -> str:
+        return base64.b64encode(key.public_key().public_bytes(serialization.Encoding.Raw,
+                                                              serialization.PublicFormat.Raw)).decode()
+    keys = {"admin": raw(Ed25519PrivateKey.generate()), "ack": raw(Ed25519PrivateKey.generate()),
+            "evidence": raw(X25519PrivateKey.generate())}
+    path.write_text(f'[[commands.operators]]\nid = "ops-1"\npublic_key = "{keys["admin"]}"\nrole = "admin"\n\n'
+                    f'[evidence]\nrecipient_public_key = "{keys["evidence"]}"\n'
+                    f'ack_public_keys = ["{keys["ack"]}"]\n')
+    return path, keys
+
+
+def test_fleet_trust_file_makes_a_manageable_kiosk(pki: Pki, tmp_path: Path) -> None:
+    import base64
+
+    trust, keys = _fleet_trust(tmp_path / "fleet-trust.toml")
+    root = tmp_path / "kiosk"
+    result = _provision(root, *_basic("k-0040", "mqtts://broker.example:8883", pki.base / "ca"),
+                        "--fleet-trust", str(trust))
+    assert "WARNING" not in result.stdout
+    cfg = load_config(root / "etc/kiosk-agent/agent.toml")
+    assert [(o.id, o.role, base64.b64encode(o.public_key).decode()) for o in cfg.commands.operators] == \
+        [("ops-1", "admin", keys["admin"])]
+    assert cfg.evidence.recipient_public_key == base64.b64decode(keys["evidence"])
+    assert cfg.evidence.ack_public_keys == (base64.b64decode(keys["ack"]),)
+    assert "fleet trust: fleet-trust.toml" in (root / "var/log/kiosk-provision.log").read_text()
+
+    # Without one, a production kiosk is provisioned but the installer is told what it will refuse.
+    bare = _provision(tmp_path / "bare", *_basic("k-0041", "mqtts://broker.example:8883", pki.base / "ca"))
+    assert "WARNING: no --fleet-trust file" in bare.stdout
+
+
+@pytest.mark.parametrize("content, words", [
+    ('[kiosk]\nid = "k-9"\n', "only commands, evidence tables belong there, not kiosk"),
+    ('[evidence]\nack_public_keys = ["c2hvcnQ="]\n', "evidence.ack_public_keys[0]"),
+    ("[evidence\n", "--fleet-trust"),
+])
+def test_bad_fleet_trust_file_is_refused_before_anything_changes(pki: Pki, tmp_path: Path, content: str,
+                                                                 words: str) -> None:
+    trust = tmp_path / "fleet-trust.toml"
+    trust.write_text(content)
+    root = tmp_path / "kiosk"
+    result = _provision(root, *_basic("k-0042", "mqtts://broker.example:8883", pki.base / "ca"),
+                        "--fleet-trust", str(trust), check=False)
+    assert result.returncode != 0 and words in result.stdout + result.stderr, result.stdout + result.stderr
+    assert not (root / "etc/kiosk-agent/keys/signing.key").exists()          # refused before the first step
