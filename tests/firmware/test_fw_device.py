@@ -191,3 +191,38 @@ def test_well_formed_nonsense_does_not_stop_the_firmware(rig: Rig) -> None:
     dev.set_relay(1, True)
     wait_until(lambda: rig.output_lines("pin", "19", "1"), message="relay 1 on")
     assert all(status is None for _, status in rig.runner.boots)    # never restarted
+
+
+@pytest.mark.long
+def test_ten_thousand_commands_through_noise_on_the_real_firmware(rig: Rig) -> None:
+    """The 10,000-frame acceptance run against MicroPython itself (make test-long).
+
+    ``make test`` runs the same count codec to codec (test_fw_link) and a
+    shorter run through this firmware (test_garbage_and_noise_on_the_line).
+    """
+    import os
+    import time
+
+    total = int(os.environ.get("KIOSK_FW_NOISE_COMMANDS", "10000"))
+    rig.boot()
+    dev = rig.device()
+    rig.wait_event("hello")
+    wait_until(lambda: dev.status().state == "ok", message="online")
+    noise = random.Random(20261123)
+    rig.runner.modem.corrupt("to_fw", random_corruption(0.01, noise))
+    rig.runner.modem.corrupt("to_agent", random_corruption(0.01, noise))
+    started = time.monotonic()
+    for i in range(total):
+        dev.set_relay(2, i % 2 == 0)          # raises unless acknowledged
+    elapsed = time.monotonic() - started
+    rig.runner.modem.corrupt("to_fw", None)
+    rig.runner.modem.corrupt("to_agent", None)
+    dev.set_relay(2, True)
+    assert [w for _, w in rig.runner.outputs() if w[:2] == ["pin", "20"]][-1] == ["pin", "20", "1"]
+    wait_until(lambda: dev.status().info.get("fw_link", {}).get("rx_errors", 0) > 0, timeout=30,
+               message="firmware counted bad frames")
+    info = dev.status().info
+    print(f"\n{total} commands through 1 % noise in {elapsed:.0f} s; agent rx_errors "
+          f"{info['link']['rx_errors']}, firmware rx_errors {info['fw_link']['rx_errors']}")
+    assert info["link"]["rx_errors"] > 0 and dev.status().state == "ok"
+    assert all(status is None for _, status in rig.runner.boots)   # one boot, never crashed
