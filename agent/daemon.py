@@ -356,6 +356,8 @@ class Agent:
     # -- events ---------------------------------------------------------------
 
     def _on_device_event(self, event: DeviceEvent) -> None:
+        if self.store is None:        # queued on the loop before a stop, run after it
+            return
         self._sync_device_alarms(event.device)
         self._health_changed()
         for listener in list(self.event_listeners):

@@ -168,6 +168,8 @@ class Peripherals:
                 log.error("%s failed to start: %s", name, exc)
 
     def stop(self) -> None:
+        # Devices going quiet because we stop them is not news: no events from here on.
+        self._loop = None
         if self._ticker is not None:
             self._ticker.cancel()
             self._ticker = None

@@ -375,6 +375,7 @@ class CoprocDevice(Peripheral):
         self._temp_high = False
         self._connects = 0
         self._detail = "not started"
+        self._started_at = 0.0
         self._last_status: DeviceStatus | None = None
         self._update: dict[str, Any] | None = None
         self._auto_tried: set[str] = set()
@@ -387,6 +388,7 @@ class CoprocDevice(Peripheral):
             return
         self._emit = emit
         self._detail = "connecting"
+        self._started_at = time.monotonic()
         self._stop.clear()
         self._thread = threading.Thread(target=self._run, name=f"coproc-{self.name}", daemon=True)
         self._thread.start()
@@ -575,6 +577,9 @@ class CoprocDevice(Peripheral):
         if self._temp_high:
             alarms.add("temp_high")
         if self._drv is None and self._thread is None and self._detail == "not started":
+            return DeviceStatus(UNKNOWN, frozenset(alarms), None, self._detail, info)
+        if self._hello is None and time.monotonic() - self._started_at < self.offline_after_s:
+            # The first hello takes a moment after every start: not an outage to page anyone about.
             return DeviceStatus(UNKNOWN, frozenset(alarms), None, self._detail, info)
         if not self._online():
             alarms.add("coproc_offline")
