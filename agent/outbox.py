@@ -43,6 +43,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import dataclasses
+import hashlib
 import logging
 import os
 import sqlite3
@@ -429,16 +430,23 @@ class Outbox:
         assert self._reader is not None
         for attempt in range(2):
             rows = self._reader.execute(
-                "SELECT o.id, o.topic, o.retain, o.size, coalesce(o.payload, j.payload) FROM outbox o "
+                "SELECT o.id, o.topic, o.retain, o.size, coalesce(o.payload, j.payload), o.ref, "
+                "CASE WHEN o.payload IS NULL THEN j.hash END FROM outbox o "
                 "LEFT JOIN journal j ON j.seq = o.ref WHERE o.cls = ? AND o.id > ? ORDER BY o.id LIMIT ?",
                 (state.name, state.cursor, REFILL)).fetchall()
             fresh = False
-            for rid, topic, retain, size, payload in rows:
+            for rid, topic, retain, size, payload, ref, stored_hash in rows:
                 state.cursor = rid
                 if rid in self._inflight or rid in self._done:
                     continue
-                if payload is None:
-                    log.error("outbox row %d has no payload (journal row missing); dropped", rid)
+                # A journal record is checked against its hash before it leaves: bytes
+                # rotted on the card must not go out under an id already published intact.
+                damage = ("journal row missing" if payload is None else
+                          "bytes do not match their hash" if stored_hash is not None
+                          and hashlib.sha256(payload).hexdigest() != stored_hash else None)
+                if damage is not None:
+                    log.error("outbox row %d (journal seq %s): %s; not published", rid, ref, damage)
+                    self._alarm("store_corrupt", True, f"journal seq {ref}: {damage}; not published")
                     self._done_batch.append(_Row(rid, state.name, topic, b"", bool(retain), int(size)))
                     self._schedule_flush()
                     continue

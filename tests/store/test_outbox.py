@@ -154,6 +154,35 @@ def test_prune_drops_only_old_acknowledged_records_and_the_chain_goes_on(tmp_pat
         broker.stop()
 
 
+def test_a_record_rotted_on_disk_is_not_published_and_raises_store_corrupt(tmp_path: Path) -> None:
+    broker = start_broker(tmp_path / "broker")
+    sub = DurableSubscriber(broker.port, f"{PREFIX}/tx")
+
+    async def go() -> None:
+        rig = Rig(tmp_path, broker.port)
+        await rig.outbox.start()                # not connected yet: everything stays queued
+        try:
+            recs = [await rig.journal.record({"n": i}) for i in range(10)]
+            # One bit flipped in record 5's stored bytes: SQLite's checks cannot see it.
+            rotten = bytearray(recs[4].payload)
+            rotten[20] ^= 0x01
+            with rig.store.conn:
+                rig.store.conn.execute("UPDATE journal SET payload = ? WHERE seq = 5", (bytes(rotten),))
+            await rig.uplink.start()
+            assert await rig.outbox.wait_drained(30)
+            await _until(lambda: len(sub.payloads("/tx")) >= 9, 30, "the nine intact records")
+            await asyncio.sleep(0.3)
+            assert sub.payloads("/tx") == [r.payload for r in recs if r.seq != 5]
+            assert ("store_corrupt", True) in rig.alarms
+        finally:
+            await rig.__aexit__()
+    try:
+        asyncio.run(go())
+    finally:
+        sub.close()
+        broker.stop()
+
+
 def test_refused_publish_stays_queued_alarms_and_goes_once_allowed(tmp_path: Path) -> None:
     workdir = tmp_path / "broker"
     workdir.mkdir()
