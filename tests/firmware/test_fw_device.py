@@ -194,6 +194,7 @@ def test_well_formed_nonsense_does_not_stop_the_firmware(rig: Rig) -> None:
 
 
 @pytest.mark.long
+@pytest.mark.timeout(3600)
 def test_ten_thousand_commands_through_noise_on_the_real_firmware(rig: Rig) -> None:
     """The 10,000-frame acceptance run against MicroPython itself (make test-long).
 
