@@ -40,7 +40,6 @@ __all__ = ["REQUEUE_COUNTER", "SEQ_COUNTER", "SalvageReport", "salvage"]
 CHUNK = 500
 REQUEUE_COUNTER = "salvage_requeue"      # set with the copy; the journal clears it once it has queued
 SEQ_COUNTER = "tx_seq"                   # the highest seq ever committed (the journal keeps it with each record)
-SKIP_TABLES = ("sqlite_sequence",)
 
 
 @dataclasses.dataclass
@@ -48,11 +47,11 @@ class SalvageReport:
     journal_rows: int = 0
     first_seq: int | None = None
     last_seq: int | None = None
-    unreadable_seqs: int = 0          # holes up to last_seq: damaged or failing their hash
+    unreadable_seqs: int = 0          # seqs up to highest_seq not salvaged: damaged, failing their hash or lost
     highest_seq: int = 0              # the highest seq known used (journal, outbox or counter)
     requeue_needed: bool = False      # the old outbox was damaged: queue unacknowledged records again
     requeued: int = 0                 # how many the journal queued again
-    rows: dict[str, int] = dataclasses.field(default_factory=dict)    # other tables: rows copied
+    rows: dict[str, int] = dataclasses.field(default_factory=dict)    # table -> rows copied
     damaged_tables: list[str] = dataclasses.field(default_factory=list)
     error: str | None = None          # why nothing could be read at all
 
