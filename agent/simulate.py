@@ -172,22 +172,27 @@ class Trickle:
         self.engine = engine
         self.interval = 60.0 / per_minute
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
 
     def start(self) -> None:
+        self._stopping = False
         self._task = asyncio.create_task(self._run(), name="sim-citizens")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except (asyncio.CancelledError, Exception):  # noqa: BLE001
-                pass
+        # Python 3.11's asyncio.wait_for can swallow a cancel that lands as its
+        # inner future completes (fixed in 3.12): the flag ends the loop even
+        # then, and the cancel is repeated until the task is really done.
+        self._stopping = True
+        task = self._task
+        while task is not None and not task.done():
+            task.cancel()
+            await asyncio.wait({task}, timeout=1.0)
+        self._task = None
 
     async def _run(self) -> None:
         citizens = Citizens(self.agent, self.engine, step_delay_s=min(2.0, self.interval / 10))
         try:
-            while True:
+            while not self._stopping:
                 await asyncio.sleep(self.interval * random.uniform(0.5, 1.5))
                 if self.agent.mode != "in_service" or self.engine.session is not None:
                     continue

@@ -170,9 +170,16 @@ class AgentProcess:
         self.proc.send_signal(sig)
 
     def terminate(self, timeout: float = 10.0) -> int:
+        """SIGTERM and the exit status; a hang is a failure, and leaves no process behind."""
         assert self.proc is not None
         self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(timeout)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)      # its firmware runner too
+            self.proc.wait(10)
+            raise AssertionError(f"the agent did not stop within {timeout} s of SIGTERM; "
+                                 f"log tail:\n{self.log[-2000:]}") from None
 
     def kill(self) -> None:
         if self.proc is not None and self.proc.poll() is None:

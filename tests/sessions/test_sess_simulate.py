@@ -169,3 +169,26 @@ def test_run_with_sessions_per_minute_trickles_transactions(tmp_path: Path, brok
     finally:
         assert agent.terminate(timeout=15) == 0, agent.log[-2000:]
     assert "Traceback" not in agent.log, agent.log[-3000:]
+
+
+def test_trickle_stops_even_when_a_cancel_is_swallowed() -> None:
+    """Python 3.11's asyncio.wait_for can lose a cancel; SIGTERM must still stop the agent."""
+    import asyncio
+    import time
+
+    from agent.simulate import Trickle
+
+    async def go() -> None:
+        async def stubborn() -> None:
+            try:
+                await asyncio.sleep(30)
+            except asyncio.CancelledError:
+                pass                    # what wait_for does when the cancel meets a result
+            await asyncio.sleep(30)
+        trickle = Trickle(agent=None, engine=None, per_minute=60)
+        trickle._task = asyncio.create_task(stubborn())
+        await asyncio.sleep(0)
+        started = time.monotonic()
+        await asyncio.wait({asyncio.ensure_future(trickle.stop())}, timeout=20)
+        assert time.monotonic() - started < 5 and trickle._task is None
+    asyncio.run(go())
