@@ -479,7 +479,7 @@ _DIGIT_RUN = re.compile(r"(?<![0-9])[0-9](?:[ -]?[0-9]){13,}[Xx]?(?![0-9])")
 def redact(line: str) -> str:
     """Mask ID-number-like and payment-code-like digit runs.
 
-    >>> redact("card 11010519491231002X read")
+    >>> redact("card 11010519491231002X read")   # the standard's example number
     'card [redacted] read'
     """
     return _DIGIT_RUN.sub("[redacted]", line)

@@ -12,6 +12,7 @@ rotated, the answer file works, decommission erases keys and citizen data.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -133,6 +134,25 @@ class Monitor:
         self.c.loop_stop()
 
 
+@contextlib.contextmanager
+def _running_agent(argv: list[str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """The agent in its own process; an assertion failing inside shows its log; SIGTERM at the end."""
+    with open(log, "wb") as out:
+        agent = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+                                 env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        yield agent
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n--- agent log ---\n{log.read_text(errors='replace')[-3000:]}") from None
+    finally:
+        agent.send_signal(signal.SIGTERM)
+        try:
+            agent.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            agent.kill()
+            agent.wait()
+
+
 def test_provision_start_agent_over_mtls_and_rerun(mtls_broker: DevBroker, pki: Pki, tmp_path: Path) -> None:
     root = tmp_path / "kiosk"
     url = f"mqtts://127.0.0.1:{mtls_broker.port}"
@@ -149,28 +169,17 @@ def test_provision_start_agent_over_mtls_and_rerun(mtls_broker: DevBroker, pki: 
     # and the simulators with them.
     argv = sandbox_argv(UNIT, tmp_path, [sys.executable, "-m", "agent", "run", "--config",
                                          str(root / "etc/kiosk-agent/agent.toml")])
-    with open(log, "wb") as out:
-        agent = subprocess.Popen(argv,
-                                 stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-                                 env={**os.environ, "PYTHONUNBUFFERED": "1"})
     try:
-        birth = monitor.wait_for("kiosk/v1/north/k-0001/state", "birth")
-        assert birth["online"] is True and birth["kiosk"] == "k-0001", birth
-        health = monitor.wait_for("kiosk/v1/north/k-0001/health", "health")
-        assert health["kiosk"] == "k-0001"
-        started = log.read_text(errors="replace")
-        assert "SANDBOX on" in started, started
-        if _kernel() >= (6, 3):
-            assert "MDWE on" in started
-    except AssertionError:
-        raise AssertionError(log.read_text(errors="replace")[-3000:]) from None
+        with _running_agent(argv, log):
+            birth = monitor.wait_for("kiosk/v1/north/k-0001/state", "birth")
+            assert birth["online"] is True and birth["kiosk"] == "k-0001", birth
+            health = monitor.wait_for("kiosk/v1/north/k-0001/health", "health")
+            assert health["kiosk"] == "k-0001"
+            started = log.read_text(errors="replace")
+            assert "SANDBOX on" in started, started
+            if _kernel() >= (6, 3):
+                assert "MDWE on" in started
     finally:
-        agent.send_signal(signal.SIGTERM)
-        try:
-            agent.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            agent.kill()
-            agent.wait()
         monitor.close()
 
     # Re-run: the agent's own state (agent.db) is not the installer's; compare the rest.
@@ -444,25 +453,13 @@ def test_agent_raises_cert_expiring_before_its_certificate_ends(mtls_broker: Dev
     cfg.mqtt.tls.cert_file.write_bytes(fca.sign_csr(pki.ca, csr, days=10).pem())
 
     monitor = Monitor(mtls_broker, pki)
-    log = tmp_path / "agent.log"
-    with open(log, "wb") as out:
-        agent = subprocess.Popen([sys.executable, "-m", "agent", "run", "--config",
-                                  str(root / "etc/kiosk-agent/agent.toml")],
-                                 stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-                                 env={**os.environ, "PYTHONUNBUFFERED": "1"})
     try:
-        alarm = monitor.wait_for("kiosk/v1/north/k-0031/alarm/cert_expiring", "cert_expiring alarm")
-        assert alarm["active"] is True and alarm["severity"] == "warning", alarm
-        assert "in 9.9 days" in alarm["detail"] or "in 10.0 days" in alarm["detail"], alarm
-    except AssertionError:
-        raise AssertionError(log.read_text(errors="replace")[-3000:]) from None
+        with _running_agent([sys.executable, "-m", "agent", "run", "--config",
+                             str(root / "etc/kiosk-agent/agent.toml")], tmp_path / "agent.log"):
+            alarm = monitor.wait_for("kiosk/v1/north/k-0031/alarm/cert_expiring", "cert_expiring alarm")
+            assert alarm["active"] is True and alarm["severity"] == "warning", alarm
+            assert "in 9.9 days" in alarm["detail"] or "in 10.0 days" in alarm["detail"], alarm
     finally:
-        agent.send_signal(signal.SIGTERM)
-        try:
-            agent.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            agent.kill()
-            agent.wait()
         monitor.close()
 
 
