@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from kiosktest import wait_until as _wait_until
 
 from hal.coproc import CoprocDevice
 from hal.device import DeviceEvent
@@ -17,14 +18,8 @@ from hal.sim.coproc import MACHINE_DIR, FirmwareRunner
 
 def wait_until(predicate: Callable[[], Any], timeout: float = 20.0, interval: float = 0.02,
                message: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = predicate()
-        if result:
-            return result
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {message}")
-        time.sleep(interval)
+    """kiosktest.wait_until with the longer default a booting MicroPython needs."""
+    return _wait_until(predicate, timeout, interval, message)
 
 
 class Rig:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import os
 import threading
-import time
 import uuid
 from collections.abc import Iterable
 from pathlib import Path
@@ -46,17 +45,6 @@ def start_broker(workdir: Path, extra_conf: str = "") -> DevBroker:
     if os.geteuid() == 0:
         extra_conf = "user root\n" + extra_conf
     return DevBroker(workdir, extra_conf=extra_conf).start()
-
-
-def wait_until(predicate: Any, timeout: float, message: str, interval: float = 0.05) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = predicate()
-        if result:
-            return result
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {message}")
-        time.sleep(interval)
 
 
 def mqtt_config(port: int, client_id: str = "k-1") -> MqttConfig:

@@ -23,7 +23,8 @@ import time
 from pathlib import Path
 
 import pytest
-from storekit import DurableSubscriber, check_delivery, start_broker, wait_until
+from kiosktest import wait_until
+from storekit import DurableSubscriber, check_delivery, start_broker
 
 from agent.keys import DEVICE_KEY_NAME, load_public
 
@@ -73,12 +74,12 @@ def _run_cycles(tmp_path: Path, cycles: int, seed: int) -> dict[str, object]:
                 time.sleep(rng.uniform(0.0, 0.5))
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(10)
-        wait_until(sub.connected.is_set, 30, "the subscriber to reconnect")
+        wait_until(sub.connected.is_set, 30, message="the subscriber to reconnect")
         _drain(state, broker.port, log)
         recorded = _recorded(log)
         assert recorded, "no transaction was recorded at all"
         wait_until(lambda: len({p for p in sub.payloads()}) >= len(recorded), 120,
-                   f"{len(recorded)} records at the subscriber")
+                   message=f"{len(recorded)} records at the subscriber")
         summary = check_delivery(sub.payloads(), recorded, load_public(state / DEVICE_KEY_NAME))
         summary.update(recorded=len(recorded), cycles=cycles, outages=outages)
         return summary
@@ -105,7 +106,7 @@ def _outage(tmp_path: Path, outage_s: float) -> dict[str, object]:
     sub = DurableSubscriber(broker.port, TOPIC)
     proc = _spawn(state, broker.port, log, "--rate", "100")
     try:
-        wait_until(lambda: len(_recorded(log)) > 100, 60, "load to start")
+        wait_until(lambda: len(_recorded(log)) > 100, 60, message="load to start")
         broker.stop()
         before = len(_recorded(log))
         time.sleep(outage_s)
@@ -113,14 +114,14 @@ def _outage(tmp_path: Path, outage_s: float) -> dict[str, object]:
         # Offline first: the kiosk kept recording at its rate all along.
         assert during - before >= 0.25 * 100 * outage_s, f"only {during - before} recorded while offline"
         broker.start()
-        wait_until(sub.connected.is_set, 30, "the subscriber to reconnect")
+        wait_until(sub.connected.is_set, 30, message="the subscriber to reconnect")
         time.sleep(1.0)
         assert len(_recorded(log)) > during, "recording did not go on after the outage"
         proc.send_signal(signal.SIGTERM)
         proc.wait(10)
         _drain(state, broker.port, log)
         recorded = _recorded(log)
-        wait_until(lambda: len(set(sub.payloads())) >= len(recorded), 120, "everything at the subscriber")
+        wait_until(lambda: len(set(sub.payloads())) >= len(recorded), 120, message="everything at the subscriber")
         # In order within the class: first arrivals of each seq climb.
         first: list[int] = []
         seen: set[int] = set()

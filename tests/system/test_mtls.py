@@ -29,26 +29,11 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from mtlskit import Pki, broker_conf
 from paho.mqtt.enums import CallbackAPIVersion
 
-from agent.devbroker import DevBroker, find_mosquitto
+from agent.devbroker import DevBroker
 from fleet import ca as fca
 
 WAIT = 30.0          # generous: other engineers load the same 2 cores
 NOT_AUTHORIZED = 0x87
-
-
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
-    return Pki(tmp_path_factory.mktemp("pki"))
-
-
-@pytest.fixture(scope="module")
-def mtls_broker(pki: Pki, tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevBroker]:
-    if find_mosquitto() is None:
-        pytest.fail("mosquitto is not installed (apt-get install mosquitto)")
-    workdir = tmp_path_factory.mktemp("broker")
-    acl = fca.acl_text(["north"], readers=("fleet-monitor",))
-    with DevBroker(workdir, extra_conf=broker_conf(pki, acl, workdir), persistence=False) as broker:
-        yield broker
 
 
 # --- an MQTT 5 client over mutual TLS -----------------------------------------

@@ -28,12 +28,12 @@ import paho.mqtt.client as paho
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from mtlskit import Pki, broker_conf
+from mtlskit import Pki
 from paho.mqtt.enums import CallbackAPIVersion
 from sandbox import sandbox_argv
 
 from agent.config import load_config
-from agent.devbroker import DevBroker, find_mosquitto
+from agent.devbroker import DevBroker
 from fleet import ca as fca
 from provisioning.keys import make_csr
 
@@ -84,21 +84,6 @@ def _snapshot(root: Path) -> dict[str, tuple[Any, ...]]:
         else:
             snap[rel] = ("dir", st.st_mode, st.st_uid, st.st_mtime_ns)
     return snap
-
-
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
-    return Pki(tmp_path_factory.mktemp("pki"))
-
-
-@pytest.fixture(scope="module")
-def mtls_broker(pki: Pki, tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevBroker]:
-    if find_mosquitto() is None:
-        pytest.fail("mosquitto is not installed (apt-get install mosquitto)")
-    workdir = tmp_path_factory.mktemp("broker")
-    acl = fca.acl_text(["north"], readers=("fleet-monitor",))
-    with DevBroker(workdir, extra_conf=broker_conf(pki, acl, workdir), persistence=False) as broker:
-        yield broker
 
 
 class Monitor:
