@@ -298,8 +298,8 @@ def ack_document(kiosk: str, ids: list[str], *, ts_ms: int | None = None) -> dic
 
 def verify_ack(payload: bytes, kiosk: str, keys: Iterable[bytes]) -> list[str]:
     """The ids of a ``tx/ack`` signed by one of ``keys`` for ``kiosk``; ValueError naming what is wrong."""
-    ids = parse_ack(payload)
     doc = json.loads(payload)
+    ids = _ack_ids(doc)
     if "sig" not in doc:
         raise ValueError("unsigned; this kiosk trusts only acks signed with evidence.ack_public_keys")
     if doc.get("kiosk") != kiosk:
@@ -311,7 +311,10 @@ def verify_ack(payload: bytes, kiosk: str, keys: Iterable[bytes]) -> list[str]:
 
 def parse_ack(payload: bytes) -> list[str]:
     """The ids of a ``tx/ack`` payload (``{"v":1,"ts":...,"ids":[...]}``); ValueError if malformed."""
-    doc = json.loads(payload)
+    return _ack_ids(json.loads(payload))
+
+
+def _ack_ids(doc: Any) -> list[str]:
     ids = doc.get("ids") if isinstance(doc, dict) else None
     if not isinstance(ids, list) or len(ids) > MAX_ACK_IDS or \
             not all(isinstance(i, str) and 0 < len(i) <= 128 for i in ids):
