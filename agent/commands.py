@@ -234,6 +234,9 @@ class CommandService:
         self.last_refused: dict[str, Any] | None = None
         self._exclusive = asyncio.Lock()
         self._tasks: set[asyncio.Task[None]] = set()
+        # Commands past their point of no return (a reboot already asked of
+        # systemd): a stop lets them finish and report instead of cancelling.
+        self._committed: set[asyncio.Task[Any]] = set()
         self._purge: asyncio.TimerHandle | None = None
         self._health_kick: asyncio.TimerHandle | None = None
         self._last_kick = -1e9
@@ -267,11 +270,21 @@ class CommandService:
             if handle is not None:
                 handle.cancel()
         for task in list(self._tasks):
-            task.cancel()
+            if task not in self._committed:
+                task.cancel()
         if self._tasks:
-            await asyncio.wait(self._tasks, timeout=2)
+            await asyncio.wait(self._tasks, timeout=5)
+            for task in list(self._tasks):
+                task.cancel()
         if self.agent.health is not None:
             self.agent.health.sections.pop("commands", None)
+
+    def commit(self) -> None:
+        """Called by a handler at its point of no return: a stop now waits for its result."""
+        task = asyncio.current_task()
+        if task is not None:
+            self._committed.add(task)
+            task.add_done_callback(self._committed.discard)
 
     def republish_birth(self) -> None:
         """The retained birth carries the mode too; keep it true for dashboards."""
@@ -608,6 +621,7 @@ async def _reboot(svc: CommandService, cmd: Verified, ctx: Context) -> dict[str,
     await _wait_no_session(svc, cmd, ctx)
     argv = reboot_command()
     log.warning("rebooting on command from %s: %s", ctx.key_id, " ".join(argv))
+    svc.commit()        # the SIGTERM the reboot brings must not lose its result
     try:
         proc = await asyncio.create_subprocess_exec(*argv, stdin=asyncio.subprocess.DEVNULL,
                                                     stdout=asyncio.subprocess.PIPE,

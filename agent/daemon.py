@@ -58,6 +58,7 @@ SYSTEM = "system"          # owner of the board's own alarms (disk, temperature,
 OUTBOX = "outbox"          # owner of outbox_backlog, disk_low (outbox watermark), publish_refused
 SYSTEM_CHECK_S = 60.0
 JOURNAL_PRUNE_S = 3600.0
+STOP_DRAIN_S = 2.0
 
 # Tables whose change applies in place on SIGHUP; any other change restarts
 # the components in-process (the process, its PID and its watchdog stay).
@@ -208,7 +209,9 @@ class Agent:
         await self.outbox.start()
         await self.uplink.start()
         stack.push_async_callback(self._stop_uplink)
-        stack.push_async_callback(self.outbox.stop)
+        # A clean stop (SIGTERM, and so a reboot) first gives the queue a moment:
+        # the result of the command that caused it reaches the fleet now.
+        stack.push_async_callback(self.outbox.stop, STOP_DRAIN_S)
 
         self._sync_all_alarms()
         if self.store.recovered_from is not None:

@@ -207,7 +207,13 @@ class Outbox:
         self._task = asyncio.create_task(self._run(), name="outbox")
         self._wake.set()
 
-    async def stop(self) -> None:
+    async def stop(self, drain_s: float = 0.0) -> None:
+        """Stop pumping; with ``drain_s``, first give what is queued that long to reach the broker.
+
+        What is left stays on disk and goes after the next start either way.
+        """
+        if drain_s > 0 and self.uplink.connected and self.pending_count():
+            await self.wait_drained(drain_s)
         self._running = False
         if self._task is not None:
             self._task.cancel()

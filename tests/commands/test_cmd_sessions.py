@@ -36,7 +36,9 @@ def test_maintenance_refuses_citizens_and_reboot_waits_for_the_session(
 
     keys = Keys()
     marker = tmp_path / "rebooted"
-    monkeypatch.setenv("KIOSK_REBOOT_COMMAND", f"sh -c 'echo reboot >> {marker}'")
+    # The stop below lands while the reboot command still runs, as systemd's
+    # SIGTERM does on a kiosk: its result must reach the fleet all the same.
+    monkeypatch.setenv("KIOSK_REBOOT_COMMAND", f"sh -c 'echo reboot >> {marker}; sleep 1'")
     config = write_sim_config(tmp_path / "agent.toml", broker.url, tmp_path / "state",
                               overrides={"interval_s": "300"})
     config.write_text(config.read_text() + keys.config())
