@@ -38,13 +38,14 @@ from __future__ import annotations
 import asyncio
 import base64
 import dataclasses
+import functools
 import hashlib
 import json
 import logging
+import os
 import random
 import sqlite3
 import time
-import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
@@ -59,7 +60,7 @@ from agent.errors import AgentError
 from agent.keys import key_id
 from agent.salvage import REQUEUE_COUNTER, SEQ_COUNTER
 from agent.signing import KIND_ACK, verify
-from agent.store import Job, Store, store_error
+from agent.store import Job, Store, insert_rows, store_error
 
 __all__ = [
     "GENESIS",
@@ -117,6 +118,12 @@ class JournalRecord:
         return result
 
 
+@functools.lru_cache(maxsize=8)
+def _json_string(text: str) -> str:
+    """The kiosk id JSON-escaped (it never changes; encoded once, not per record)."""
+    return json.dumps(text, ensure_ascii=False)
+
+
 def _sign_record(key: Ed25519PrivateKey, kid: str, kiosk: str, seq: int, prev: str,
                  data: bytes, record_id: str, ts: int) -> JournalRecord:
     """Build the canonical bytes directly (hot path): ``data`` is already canonical.
@@ -126,7 +133,7 @@ def _sign_record(key: Ed25519PrivateKey, kid: str, kiosk: str, seq: int, prev: s
     splicing is exactly ``canonical()`` -- a test checks it.
     """
     head = b'{"data":' + data + (',"id":"%s","kid":"%s","kiosk":%s,"prev":"%s","seq":%d' % (
-        record_id, kid, json.dumps(kiosk, ensure_ascii=False), prev, seq)).encode("utf-8")
+        record_id, kid, _json_string(kiosk), prev, seq)).encode("utf-8")
     tail = b',"ts":%d,"v":%d}' % (ts, CONTRACT_VERSION)
     sig = base64.b64encode(key.sign(SIGN_TAG + head + tail))
     payload = head + b',"sig":"' + sig + b'"' + tail
@@ -224,23 +231,33 @@ class _RecordJob(Job):
         self.saved: tuple[int, str] | None = None
 
     def run(self, conn: sqlite3.Connection) -> JournalRecord:
-        j = self.journal
-        rec = _sign_record(j.key, j.kid, j.kiosk, j.head_seq + 1, j.head_hash, self.data,
-                           uuid.uuid4().hex, int(time.time() * 1000))
-        conn.execute("INSERT INTO journal(seq, id, ts, hash, payload) VALUES (?, ?, ?, ?, ?)",
-                     (rec.seq, rec.id, rec.ts, rec.hash, rec.payload))
+        return self.run_group(conn, [self])[0]
+
+    def group_key(self) -> Any:
+        return self.journal
+
+    @classmethod
+    def run_group(cls, conn: sqlite3.Connection, jobs: list[Any]) -> list[JournalRecord]:
+        j = jobs[0].journal
+        records = []
+        for job in jobs:
+            rec = _sign_record(j.key, j.kid, j.kiosk, j.head_seq + 1, j.head_hash, job.data,
+                               j._next_id(), int(time.time() * 1000))
+            job.saved = (j.head_seq, j.head_hash)
+            j.head_seq, j.head_hash = rec.seq, rec.hash
+            records.append(rec)
+        insert_rows(conn, "INSERT INTO journal(seq, id, ts, hash, payload) VALUES ", "(?,?,?,?,?)",
+                    [(rec.seq, rec.id, rec.ts, rec.hash, rec.payload) for rec in records])
         # The outbox row points at the journal row: the bytes are stored once,
         # so every (re)publish is the same bytes.
-        conn.execute("INSERT INTO outbox(cls, topic, payload, ref, retain, size, created_ms) "
-                     "VALUES ('tx', ?, NULL, ?, 0, ?, ?)", (j.topic, rec.seq, len(rec.payload), rec.ts))
+        insert_rows(conn, "INSERT INTO outbox(cls, topic, payload, ref, retain, size, created_ms) VALUES ",
+                    "('tx',?,NULL,?,0,?,?)", [(j.topic, rec.seq, len(rec.payload), rec.ts) for rec in records])
         # The high-water mark lives on another page than the journal rows: if
         # a damaged store loses the head, a salvage still knows which seqs
         # were used and never hands them out again.
         conn.execute("INSERT INTO counters(name, value) VALUES (?, ?) "
-                     "ON CONFLICT(name) DO UPDATE SET value = excluded.value", (SEQ_COUNTER, rec.seq))
-        self.saved = (j.head_seq, j.head_hash)
-        j.head_seq, j.head_hash = rec.seq, rec.hash
-        return rec
+                     "ON CONFLICT(name) DO UPDATE SET value = excluded.value", (SEQ_COUNTER, j.head_seq))
+        return records
 
     def aborted(self) -> None:
         if self.saved is not None:
@@ -339,6 +356,7 @@ class Journal:
         # prev naming the last record kept) rather than reuse them.
         self.head_seq: int = max(int(row[0]) if row else 0, store.counter(SEQ_COUNTER))
         self.head_hash: str = str(row[1]) if row else GENESIS
+        self._ids, self._id_at = b"", 0
         self._ack_listeners: list[Callable[[list[str]], Any]] = []
         self.recorded = 0
         # An ack deletes sealed evidence: with keys configured only a signed
@@ -383,6 +401,16 @@ class Journal:
             raise JournalError(f"transaction is not JSON-encodable: {exc}") from exc
         rec: JournalRecord = await self.store.writer.submit_async(_RecordJob(self, data))
         return rec
+
+    def _next_id(self) -> str:
+        """A random version-4 UUID as hex (writer thread), from a pool: one getrandom per 256, not one each."""
+        if self._id_at >= len(self._ids):
+            self._ids, self._id_at = os.urandom(16 * 256), 0
+        raw = bytearray(self._ids[self._id_at:self._id_at + 16])
+        self._id_at += 16
+        raw[6] = raw[6] & 0x0F | 0x40
+        raw[8] = raw[8] & 0x3F | 0x80
+        return raw.hex()
 
     def _notify(self, rec: JournalRecord) -> None:
         # Runs even if the caller was cancelled: the row is on disk either way.

@@ -43,6 +43,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import dataclasses
+import functools
 import hashlib
 import logging
 import os
@@ -51,8 +52,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from agent.errors import AgentError, NotConnected, StoreError, StoreFull
-from agent.store import Job, Store, store_error
+from agent.errors import AgentError, StoreError, StoreFull
+from agent.store import Job, Store, delete_ids, store_error
 
 __all__ = ["CLASSES", "ClassSpec", "Outbox", "OutboxError"]
 
@@ -141,7 +142,7 @@ class _DoneJob(Job):
         self.ids = ids
 
     def run(self, conn: sqlite3.Connection) -> None:
-        conn.executemany("DELETE FROM outbox WHERE id = ?", [(i,) for i in self.ids])
+        delete_ids(conn, "outbox", self.ids)
 
 
 class Outbox:
@@ -149,7 +150,8 @@ class Outbox:
 
     ``uplink`` provides ``connected``, ``add_connect_listener(cb)``,
     ``add_disconnect_listener(cb)`` and ``publish(topic, payload, qos=,
-    retain=) -> Future[reason code]`` (agent.uplink.Uplink). Loop thread only.
+    retain=, on_done=)``, calling ``on_done(reason code or NotConnected)``
+    (agent.uplink.Uplink). Loop thread only.
     """
 
     def __init__(self, store: Store, uplink: Any, *, max_inflight: int = 50, max_bytes: int = 256 * 2**20,
@@ -174,6 +176,7 @@ class Outbox:
         self._done: dict[int, _Row] = {}
         self._done_batch: list[_Row] = []
         self._flush_scheduled = False
+        self._limits_due = False
         self._next_mem_id = -1
         self._replay = True
         self._wake = asyncio.Event()
@@ -318,8 +321,16 @@ class Outbox:
         state.rows += rows
         state.bytes += size
         state.dry = False
-        self._check_limits()
+        # A group commit tells of its records one by one, in one loop
+        # callback: the limits are checked once, after the last of them.
+        if not self._limits_due:
+            self._limits_due = True
+            asyncio.get_running_loop().call_soon(self._check_limits_due)
         self._wake.set()
+
+    def _check_limits_due(self) -> None:
+        self._limits_due = False
+        self._check_limits()
 
     # -- limits and alarms -----------------------------------------------------------------
 
@@ -401,14 +412,12 @@ class Outbox:
             if row is None:
                 return
             spec = CLASSES[row.cls]
-            try:
-                fut = self.uplink.publish(row.topic, row.payload, qos=spec.qos, retain=row.retain)
-            except NotConnected:
-                self._replay = True
-                return
             self._inflight[row.id] = row
             self._states[row.cls].inflight += 1
-            fut.add_done_callback(lambda f, r=row: self._acked(r, f))
+            self.uplink.publish(row.topic, row.payload, qos=spec.qos, retain=row.retain,
+                                on_done=functools.partial(self._acked, row))
+            if self._replay:
+                return          # refused on the spot (connection gone): start over after reconnect
 
     def _next_row(self) -> _Row | None:
         now = time.monotonic()
@@ -467,20 +476,17 @@ class Outbox:
         # writer's notifications); resync() corrects them at a quiet moment.
         state.dry = True
 
-    def _acked(self, row: _Row, fut: asyncio.Future[int]) -> None:
+    def _acked(self, row: _Row, outcome: int | BaseException) -> None:
+        """The uplink's answer for ``row``: a PUBACK reason code, or NotConnected."""
         self._inflight.pop(row.id, None)
         state = self._states[row.cls]
         state.inflight -= 1
         self._wake.set()
-        if fut.cancelled():
-            self._replay = True
-            return
-        exc = fut.exception()
-        if exc is not None:
+        if isinstance(outcome, BaseException):
             # NotConnected: the connection went; the row is replayed after reconnect.
             self._replay = True
             return
-        code = fut.result()
+        code = outcome
         if code >= 0x80:
             self._refused(state, row, code)
             return

@@ -49,7 +49,7 @@ from typing import Any
 from agent.errors import StoreError, StoreFull
 from agent.salvage import SalvageReport, salvage
 
-__all__ = ["DB_NAME", "Job", "Store", "Writer", "store_error"]
+__all__ = ["DB_NAME", "Job", "Store", "Writer", "delete_ids", "insert_rows", "store_error"]
 
 log = logging.getLogger(__name__)
 
@@ -259,6 +259,36 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
+_CHUNKS = (256, 64, 16, 4, 1)
+
+
+def _chunks(count: int) -> list[tuple[int, int]]:
+    """(start, size) pieces of ``count`` in a few fixed sizes, so their statements stay cached."""
+    pieces, at = [], 0
+    for size in _CHUNKS:
+        while count - at >= size:
+            pieces.append((at, size))
+            at += size
+    return pieces
+
+
+def insert_rows(conn: sqlite3.Connection, head: str, row: str, rows: list[tuple[Any, ...]]) -> None:
+    """Multi-row INSERTs (writer thread): ``insert_rows(conn, "INSERT INTO t(a, b) VALUES ", "(?,?)", rows)``.
+
+    One statement per chunk, not one ``executemany`` step per row: every
+    step lets go of the GIL, and the writer then waits to get it back from
+    the event loop -- per row, which cost more than the rows themselves.
+    """
+    for at, size in _chunks(len(rows)):
+        conn.execute(head + ",".join([row] * size), [value for r in rows[at:at + size] for value in r])
+
+
+def delete_ids(conn: sqlite3.Connection, table: str, ids: list[int]) -> None:
+    """``DELETE FROM table WHERE id IN (...)`` in chunks (see insert_rows for why)."""
+    for at, size in _chunks(len(ids)):
+        conn.execute(f"DELETE FROM {table} WHERE id IN ({','.join('?' * size)})", ids[at:at + size])
+
+
 class Job:
     """One unit of work for the writer thread.
 
@@ -274,6 +304,21 @@ class Job:
 
     def run(self, conn: sqlite3.Connection) -> Any:
         raise NotImplementedError
+
+    def group_key(self) -> Any:
+        """Jobs side by side in a batch with the same non-None key go to ``run_group`` together."""
+        return None
+
+    @classmethod
+    def run_group(cls, conn: sqlite3.Connection, jobs: list[Any]) -> list[Any]:
+        """Run ``jobs`` (same ``group_key``) at once; a raise falls back to ``run`` one by one.
+
+        May override: jobs whose rows go in one multi-row statement
+        (``insert_rows``) save the writer a round of statements -- and the GIL
+        hand-offs that come with each -- per job. On a raise, ``aborted`` has
+        run for each job (newest first).
+        """
+        return [job.run(conn) for job in jobs]
 
     def committed(self) -> None:
         pass
@@ -321,11 +366,26 @@ class _Call(Job):
 _STOP = object()
 
 
+def _groups(batch: list[tuple[Job, Any]]) -> list[list[Job]]:
+    """Runs of neighbouring jobs with the same group key (order kept; None never groups)."""
+    groups: list[list[Job]] = []
+    last: Any = None
+    for job, _target in batch:
+        key = job.group_key()
+        if key is not None and groups and key == last:
+            groups[-1].append(job)
+        else:
+            groups.append([job])
+        last = key
+    return groups
+
+
 class Writer:
     """Group commit: every job queued while one commit runs shares the next.
 
     A batch is one ``BEGIN IMMEDIATE`` ... ``COMMIT``; each job runs in its
-    own SAVEPOINT, so one failing job fails alone. If the COMMIT itself
+    own SAVEPOINT, so one failing job fails alone (neighbours with the same
+    ``group_key`` share one, and are retried one by one if it fails). If the COMMIT itself
     fails (ENOSPC, I/O error), every job of the batch fails with
     StoreFull/StoreError and nothing of it is on disk; the thread goes on.
 
@@ -470,6 +530,46 @@ class Writer:
             except RuntimeError:
                 pass        # that loop is closed: nobody is waiting any more
 
+    @staticmethod
+    def _run_one(conn: sqlite3.Connection, job: Job) -> tuple[bool, Any]:
+        try:
+            conn.execute("SAVEPOINT job")
+            value = job.run(conn)
+            conn.execute("RELEASE job")
+            return True, value
+        except Exception as exc:  # noqa: BLE001 - one bad job fails alone
+            try:
+                conn.execute("ROLLBACK TO job")
+                conn.execute("RELEASE job")
+            except sqlite3.Error:
+                pass
+            job.aborted()
+            if isinstance(exc, sqlite3.Error):
+                exc = store_error(exc, type(job).__name__)
+            return False, exc
+
+    @staticmethod
+    def _run_group(conn: sqlite3.Connection, group: list[Job], results: list[tuple[bool, Any]]) -> bool:
+        """All of ``group`` at once; False (nothing of it kept) when it must go one by one."""
+        try:
+            conn.execute("SAVEPOINT grp")
+        except sqlite3.Error:
+            return False
+        try:
+            values = type(group[0]).run_group(conn, group)
+            conn.execute("RELEASE grp")
+        except Exception:  # noqa: BLE001 - retried one by one, so the bad job fails alone
+            try:
+                conn.execute("ROLLBACK TO grp")
+                conn.execute("RELEASE grp")
+            except sqlite3.Error:
+                pass
+            for job in reversed(group):
+                job.aborted()
+            return False
+        results.extend((True, value) for value in values)
+        return True
+
     def _commit(self, batch: list[tuple[Job, Any]]) -> None:
         durable = any(job.durable for job, _ in batch)
         results: list[tuple[bool, Any]] = []
@@ -482,22 +582,11 @@ class Writer:
             self._settle(batch, [(False, err)] * len(batch))
             self.failed_commits += 1
             return
-        for job, _fut in batch:
-            try:
-                conn.execute("SAVEPOINT job")
-                value = job.run(conn)
-                conn.execute("RELEASE job")
-                results.append((True, value))
-            except Exception as exc:  # noqa: BLE001 - one bad job fails alone
-                try:
-                    conn.execute("ROLLBACK TO job")
-                    conn.execute("RELEASE job")
-                except sqlite3.Error:
-                    pass
-                job.aborted()
-                if isinstance(exc, sqlite3.Error):
-                    exc = store_error(exc, type(job).__name__)
-                results.append((False, exc))
+        for group in _groups(batch):
+            if len(group) > 1 and self._run_group(conn, group, results):
+                continue
+            for job in group:
+                results.append(self._run_one(conn, job))
         try:
             conn.execute("COMMIT")
         except sqlite3.Error as exc:

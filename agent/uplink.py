@@ -21,23 +21,41 @@ Decisions:
 - **Full-jitter backoff**, capped: ``uniform(0, min(max, min * 2**attempt))``.
   paho's own backoff has no jitter, so a fleet would reconnect in lockstep
   after a broker restart.
+- **The in-flight window is ours**: at most ``mqtt.max_inflight`` QoS 1
+  publishes, and never more than the Receive Maximum the broker announced
+  in its CONNACK (exceeding it is a protocol error that drops the
+  connection; paho 2.1 ignores it). Publishes beyond the window wait here,
+  in memory, and fail with NotConnected if the connection goes; paho's own
+  limit is off, which also spares it a scan of its queue per PUBACK.
 - **Persistent session** (``clean_start=False``, one day's expiry) so QoS 1
   commands sent while the kiosk was briefly away still arrive.
+- **Batched socket I/O** (:class:`_BatchedClient`). Stock paho makes one
+  ``send()`` per packet, three ``recv()`` calls per PUBACK and builds two
+  property objects for every PUBACK; on a two-core Pi that competes for the
+  interpreter with the journal's writer thread, and was most of the cost of
+  a durable transaction. The subclass reads the socket in 64 KiB chunks,
+  sends every queued packet in one ``send()``, and decodes a plain success
+  PUBACK without building objects. It leans on three paho internals, so
+  setup.cfg pins paho to 2.2.x and ``_BatchedClient.supported()`` falls back
+  to stock paho when they are missing.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import random
 import ssl
+import threading
 import time
-from typing import Any, Awaitable, Callable
+from typing import Any, Awaitable, Callable, overload
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
 from paho.mqtt.properties import Properties
 from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.reasoncodes import ReasonCode
 
 from agent.config import MqttConfig
 from agent.errors import NotConnected
@@ -48,6 +66,101 @@ log = logging.getLogger(__name__)
 
 SESSION_EXPIRY_S = 24 * 3600
 CONNACK_TIMEOUT_S = 15.0
+
+
+READ_CHUNK = 65536
+
+
+class _BatchedClient(paho.Client):
+    """paho with batched socket I/O; the MQTT protocol is paho's, unchanged.
+
+    Packets that need work when they are fully written (a QoS 0 PUBLISH
+    tells ``on_publish``, a DISCONNECT closes) are never merged, so paho's
+    bookkeeping sees exactly what it would have seen.
+    """
+
+    _HOOKS = ("_sock_recv", "_packet_write", "_handle_pubackcomp", "_out_packet", "_out_message_mutex",
+              "_do_on_publish", "_in_packet")
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._rbuf = b""
+        self._rpos = 0
+
+    @classmethod
+    def supported(cls) -> bool:
+        probe = paho.Client(CallbackAPIVersion.VERSION2, protocol=MQTTProtocolVersion.MQTTv5)
+        return all(hasattr(probe, name) for name in cls._HOOKS)
+
+    def buffered(self) -> bool:
+        """Bytes read from the socket but not yet parsed (epoll will not report them)."""
+        return self._rpos < len(self._rbuf)
+
+    def _sock_recv(self, bufsize: int) -> bytes:
+        if self._rpos >= len(self._rbuf):
+            self._rbuf = super()._sock_recv(READ_CHUNK)     # raises BlockingIOError when dry
+            self._rpos = 0
+            if not self._rbuf:
+                return b""                                    # EOF: paho sees the lost connection
+        end = self._rpos + bufsize
+        chunk = self._rbuf[self._rpos:end]
+        self._rpos = end
+        return chunk
+
+    def _packet_write(self) -> MQTTErrorCode:
+        out = self._out_packet
+        if len(out) > 1 and out[0]["pos"] == 0:
+            merged = []
+            while out and out[0]["pos"] == 0 and _mergeable(out[0]):
+                merged.append(out.popleft())
+            if len(merged) > 1:
+                data = b"".join(p["packet"] for p in merged)
+                out.appendleft({"command": 0, "mid": 0, "qos": 1, "pos": 0, "to_process": len(data),
+                                "packet": data, "info": None})
+            elif merged:
+                out.appendleft(merged[0])
+        rc: MQTTErrorCode = super()._packet_write()
+        return rc
+
+    def _handle_pubackcomp(self, cmd: Any) -> MQTTErrorCode:
+        packet = self._in_packet["packet"]
+        # The common case: a PUBACK without properties (2 to 4 bytes: the
+        # packet id, then maybe a reason code and an empty property list).
+        reason = _puback_reason(packet[2] if len(packet) > 2 else 0) \
+            if cmd == "PUBACK" and 2 <= len(packet) <= 4 and not any(packet[3:]) else None
+        if reason is None:
+            rc: MQTTErrorCode = super()._handle_pubackcomp(cmd)
+            return rc
+        mid = packet[0] << 8 | packet[1]
+        with self._out_message_mutex:
+            if mid in self._out_messages:
+                rc = self._do_on_publish(mid, reason, _NO_PROPERTIES)
+                return rc
+        return MQTTErrorCode.MQTT_ERR_SUCCESS
+
+
+_PUBLISH, _DISCONNECT = 0x30, 0xE0
+_NO_PROPERTIES = Properties(PacketTypes.PUBACK)
+_PUBACK_REASONS: dict[int, ReasonCode] = {}
+
+
+def _puback_reason(code: int) -> ReasonCode | None:
+    """A shared ReasonCode per PUBACK code (nobody mutates them); None for a code paho refuses."""
+    reason = _PUBACK_REASONS.get(code)
+    if reason is None:
+        try:
+            reason = _PUBACK_REASONS[code] = ReasonCode(PacketTypes.PUBACK, identifier=code)
+        except Exception:  # noqa: BLE001 - paho's own path reports the bad packet
+            return None
+    return reason
+
+
+def _mergeable(packet: dict[str, Any]) -> bool:
+    kind = packet["command"] & 0xF0
+    return not (kind == _DISCONNECT or (kind == _PUBLISH and packet["qos"] == 0))
+
+
+_CLIENT_CLASS: type[paho.Client] = _BatchedClient if _BatchedClient.supported() else paho.Client
 
 
 def backoff_delay(attempt: int, low: float, high: float, rng: random.Random = random._inst) -> float:  # type: ignore[attr-defined]
@@ -71,6 +184,22 @@ class Message:
 
 
 Handler = Callable[[Message], Awaitable[None] | None]
+Outcome = Callable[[int | BaseException], None]
+Waiter = asyncio.Future[int] | Outcome
+
+
+def _resolve(waiter: Waiter, outcome: int | BaseException) -> None:
+    if isinstance(waiter, asyncio.Future):
+        if not waiter.done():
+            if isinstance(outcome, BaseException):
+                waiter.set_exception(outcome)
+            else:
+                waiter.set_result(outcome)
+        return
+    try:
+        waiter(outcome)
+    except Exception:  # noqa: BLE001 - one bad callback must not kill the connection
+        log.exception("publish outcome callback %r failed", waiter)
 Listener = Callable[[], Any]
 
 
@@ -84,9 +213,13 @@ class Uplink:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._task: asyncio.Task[None] | None = None
         self._misc: asyncio.TimerHandle | None = None
+        self._loop_thread: int | None = None
+        self._flush_scheduled = False
         self._stopping = False
         self._session_over: asyncio.Event = asyncio.Event()
-        self._pending: dict[int, asyncio.Future[int]] = {}
+        self._pending: dict[int, Waiter] = {}
+        self._held: collections.deque[tuple[str, bytes, bool, Properties | None, Waiter]] = collections.deque()
+        self.window = cfg.max_inflight
         self._early: dict[int, int] = {}
         self._subs: dict[str, tuple[int, Handler]] = {}
         self._on_connect: list[Listener] = []
@@ -114,6 +247,7 @@ class Uplink:
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
+        self._loop_thread = threading.get_ident()
         self._stopping = False
         self._task = asyncio.create_task(self._run(), name="uplink")
 
@@ -125,36 +259,60 @@ class Uplink:
             await asyncio.sleep(0.02)
         return True
 
+    @overload
     def publish(self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False,
-                correlation_data: bytes | None = None) -> asyncio.Future[int]:
+                correlation_data: bytes | None = None, on_done: None = None) -> asyncio.Future[int]: ...
+
+    @overload
+    def publish(self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False,
+                correlation_data: bytes | None = None, on_done: Outcome) -> None: ...
+
+    def publish(self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False,
+                correlation_data: bytes | None = None, on_done: Outcome | None = None) -> asyncio.Future[int] | None:
         """Send one message; the future gives the PUBACK reason code.
 
         For QoS 0 it resolves once paho has the message. Raises NotConnected
         (through the future) if the connection is down or drops before the ack.
+        With ``on_done``, no future: ``on_done(code or exception)`` is called
+        right where the future would have been resolved (the outbox's hot
+        path: no loop callback per message).
         """
         assert self._loop is not None, "Uplink.start() first"
-        fut: asyncio.Future[int] = self._loop.create_future()
+        waiter: Waiter = self._loop.create_future() if on_done is None else on_done
         client = self._client
         if not self.connected or client is None:
-            fut.set_exception(NotConnected("not connected to the broker"))
-            return fut
-        props = None
-        if correlation_data is not None:
-            props = Properties(PacketTypes.PUBLISH)
-            props.CorrelationData = correlation_data
+            _resolve(waiter, NotConnected("not connected to the broker"))
+        else:
+            props = None
+            if correlation_data is not None:
+                props = Properties(PacketTypes.PUBLISH)
+                props.CorrelationData = correlation_data
+            if qos > 0 and (self._held or len(self._pending) >= self.window):
+                self._held.append((topic, payload, retain, props, waiter))
+            else:
+                self._send(client, topic, payload, qos, retain, props, waiter)
+        return waiter if on_done is None else None  # type: ignore[return-value]
+
+    def _send(self, client: paho.Client, topic: str, payload: bytes, qos: int, retain: bool,
+              props: Properties | None, waiter: Waiter) -> None:
         info = client.publish(topic, payload, qos=qos, retain=retain, properties=props)
         if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
-            fut.set_exception(NotConnected(f"publish failed: {paho.error_string(info.rc)}"))
-            return fut
-        if qos == 0:
-            fut.set_result(0)
-            return fut
-        early = self._early.pop(info.mid, None)
-        if early is not None:
-            fut.set_result(early)
+            _resolve(waiter, NotConnected(f"publish failed: {paho.error_string(info.rc)}"))
+        elif qos == 0:
+            _resolve(waiter, 0)
         else:
-            self._pending[info.mid] = fut
-        return fut
+            early = self._early.pop(info.mid, None)
+            if early is not None:
+                _resolve(waiter, early)
+            else:
+                self._pending[info.mid] = waiter
+
+    def _release_held(self) -> None:
+        client = self._client
+        while self._held and len(self._pending) < self.window and self.connected and client is not None:
+            topic, payload, retain, props, waiter = self._held.popleft()
+            if not (isinstance(waiter, asyncio.Future) and waiter.done()):   # one that gave up is not sent
+                self._send(client, topic, payload, 1, retain, props, waiter)
 
     async def stop(self, final: tuple[str, bytes] | None = None, timeout: float = 2.0) -> None:
         """Publish ``final`` (the offline state) if connected, then disconnect cleanly."""
@@ -219,9 +377,9 @@ class Uplink:
             await asyncio.sleep(0.01)
 
     def _new_client(self) -> paho.Client:
-        client = paho.Client(CallbackAPIVersion.VERSION2, client_id=self.cfg.client_id,
+        client = _CLIENT_CLASS(CallbackAPIVersion.VERSION2, client_id=self.cfg.client_id,
                              protocol=MQTTProtocolVersion.MQTTv5, reconnect_on_failure=False)
-        client.max_inflight_messages_set(self.cfg.max_inflight)
+        client.max_inflight_messages_set(0)         # the window is ours (see the module docstring)
         client.max_queued_messages_set(0)
         if self.cfg.tls_enabled:
             ctx = ssl.create_default_context(cafile=str(self.cfg.tls.ca_file) if self.cfg.tls.ca_file else None)
@@ -267,11 +425,12 @@ class Uplink:
     def _mark_disconnected(self, why: str) -> None:
         was = self.connected
         self.connected = False
-        for fut in self._pending.values():
-            if not fut.done():
-                fut.set_exception(NotConnected(why))
-        self._pending.clear()
+        pending, self._pending = list(self._pending.values()), {}
+        for waiter in pending:
+            _resolve(waiter, NotConnected(why))
         self._early.clear()
+        while self._held:
+            _resolve(self._held.popleft()[-1], NotConnected(why))
         if was:
             for cb in self._on_disconnect:
                 self._call(cb)
@@ -294,6 +453,11 @@ class Uplink:
 
     def _on_readable(self, client: paho.Client) -> None:
         client.loop_read()
+        # paho stops after a few packets per call; what it left in our read
+        # buffer would never wake epoll again.
+        if isinstance(client, _BatchedClient) and client.buffered() and client is self._client:
+            assert self._loop is not None
+            self._loop.call_soon(self._on_readable, client)
 
     def _socket_close(self, client: paho.Client, _userdata: Any, sock: Any) -> None:
         if self._loop is None:
@@ -313,7 +477,22 @@ class Uplink:
             pass
 
     def _register_write(self, client: paho.Client, _userdata: Any, sock: Any) -> None:
-        self._threadsafe(self._add_writer, client, sock)
+        if threading.get_ident() != self._loop_thread:
+            self._threadsafe(self._add_writer, client, sock)
+        elif not self._flush_scheduled:
+            # Publishes made in this loop iteration leave in one send at its
+            # end; epoll is asked only if the socket's buffer is full.
+            self._flush_scheduled = True
+            assert self._loop is not None
+            self._loop.call_soon(self._flush, client, sock)
+
+    def _flush(self, client: paho.Client, sock: Any) -> None:
+        self._flush_scheduled = False
+        if client is not self._client or sock.fileno() < 0:
+            return
+        client.loop_write()
+        if client.want_write() and client is self._client and sock.fileno() >= 0:
+            self._add_writer(client, sock)
 
     def _add_writer(self, client: paho.Client, sock: Any) -> None:
         if client is self._client and sock.fileno() >= 0:
@@ -321,7 +500,10 @@ class Uplink:
             self._loop.add_writer(sock, client.loop_write)
 
     def _unregister_write(self, client: paho.Client, _userdata: Any, sock: Any) -> None:
-        self._threadsafe(self._drop_writer, sock)
+        if threading.get_ident() == self._loop_thread:
+            self._drop_writer(sock)
+        else:
+            self._threadsafe(self._drop_writer, sock)
 
     def _drop_writer(self, sock: Any) -> None:
         assert self._loop is not None
@@ -341,7 +523,7 @@ class Uplink:
 
     # -- paho callbacks (run on the loop thread, inside loop_read/loop_misc) ---
 
-    def _handle_connect(self, client: paho.Client, _u: Any, _flags: Any, reason: Any, _props: Any) -> None:
+    def _handle_connect(self, client: paho.Client, _u: Any, _flags: Any, reason: Any, props: Any) -> None:
         if client is not self._client:
             return
         if reason.is_failure:
@@ -349,6 +531,8 @@ class Uplink:
             log.error("broker refused the connection: %s", reason)
             self._session_over.set()
             return
+        announced = getattr(props, "ReceiveMaximum", None)
+        self.window = min(self.cfg.max_inflight, announced or self.cfg.max_inflight)
         self.connected = True
         self.connected_at = time.time()
         self.connects += 1
@@ -371,11 +555,13 @@ class Uplink:
         code = int(getattr(reason, "value", reason) or 0)
         if code >= 0x80:
             self.refused[code] = self.refused.get(code, 0) + 1
-        fut = self._pending.pop(mid, None)
-        if fut is None:
+        waiter = self._pending.pop(mid, None)
+        if waiter is None:
             self._early[mid] = code
-        elif not fut.done():
-            fut.set_result(code)
+        else:
+            _resolve(waiter, code)
+        if self._held:
+            self._release_held()
 
     def _handle_message(self, _client: paho.Client, _u: Any, msg: paho.MQTTMessage) -> None:
         props = getattr(msg, "properties", None)

@@ -110,6 +110,32 @@ def test_unencodable_transaction_is_refused_and_the_chain_does_not_move(tmp_path
     store.close()
 
 
+def test_one_failing_record_in_a_group_commit_fails_alone(tmp_path: Path) -> None:
+    """Records committed together go in one multi-row statement; when that fails, each is
+    tried alone: only the bad one fails, the rest are on disk and the chain has no hole."""
+    key = Ed25519PrivateKey.generate()
+    store = Store.open(tmp_path)
+    # A row the database refuses (as a constraint or a full disk would): payloads with "poison".
+    store.conn.execute("CREATE TRIGGER refuse_poison BEFORE INSERT ON journal "
+                       "WHEN instr(NEW.payload, 'poison') > 0 BEGIN SELECT RAISE(ABORT, 'refused'); END")
+
+    async def go() -> list:
+        journal = Journal(store, key, "k-1", fleet="f")
+        txs = [{"n": i, "what": "poison" if i == 17 else "ok"} for i in range(40)]
+        return list(await asyncio.gather(*(journal.record(tx) for tx in txs), return_exceptions=True))
+
+    outcomes = asyncio.run(go())
+    failed = [i for i, o in enumerate(outcomes) if isinstance(o, BaseException)]
+    assert failed == [17] and isinstance(outcomes[17], AgentError)
+    stored = list(Journal(store, key, "k-1").payloads())
+    assert len(stored) == 39 and not any(b"poison" in p for p in stored)
+    report = verify_chain(stored, key.public_key())
+    assert report.ok and report.last_seq == 39, report
+    assert store.conn.execute("SELECT count(*) FROM outbox WHERE cls = 'tx'").fetchone()[0] == 39
+    assert store.writer.commits < 10          # they did share commits
+    store.close()
+
+
 def test_garbage_file_is_moved_aside_and_a_fresh_store_started(tmp_path: Path) -> None:
     (tmp_path / DB_NAME).write_bytes(os.urandom(8192))
     (tmp_path / f"{DB_NAME}-wal").write_bytes(b"junk")
