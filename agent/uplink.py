@@ -155,7 +155,7 @@ def _puback_reason(code: int) -> ReasonCode | None:
     return reason
 
 
-def _mergeable(packet: dict[str, Any]) -> bool:
+def _mergeable(packet: Any) -> bool:      # paho's _OutPacket
     kind = packet["command"] & 0xF0
     return not (kind == _DISCONNECT or (kind == _PUBLISH and packet["qos"] == 0))
 

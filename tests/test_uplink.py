@@ -9,6 +9,7 @@ import statistics
 import socket
 import time
 
+from agent.config import MqttConfig
 from agent.sdnotify import notify
 from agent.uplink import backoff_delay
 
@@ -69,8 +70,7 @@ def test_notify_is_a_no_op_outside_systemd(monkeypatch) -> None:
 
 # -- the batched socket I/O and the in-flight window, against a real broker ------
 
-def _mqtt_cfg(port: int, client_id: str, max_inflight: int = 50) -> "MqttConfig":
-    from agent.config import MqttConfig
+def _mqtt_cfg(port: int, client_id: str, max_inflight: int = 50) -> MqttConfig:
     return MqttConfig(url=f"mqtt://127.0.0.1:{port}", host="127.0.0.1", port=port, tls_enabled=False,
                       client_id=client_id, reconnect_min_s=0.05, reconnect_max_s=0.2, max_inflight=max_inflight)
 
