@@ -24,7 +24,7 @@ Decisions:
 - **The in-flight window is ours**: at most ``mqtt.max_inflight`` QoS 1
   publishes, and never more than the Receive Maximum the broker announced
   in its CONNACK (exceeding it is a protocol error that drops the
-  connection; paho 2.1 ignores it). Publishes beyond the window wait here,
+  connection; paho 2.2 ignores it). Publishes beyond the window wait here,
   in memory, and fail with NotConnected if the connection goes; paho's own
   limit is off, which also spares it a scan of its queue per PUBACK.
 - **Persistent session** (``clean_start=False``, one day's expiry) so QoS 1
@@ -484,11 +484,15 @@ class Uplink:
             # end; epoll is asked only if the socket's buffer is full.
             self._flush_scheduled = True
             assert self._loop is not None
-            self._loop.call_soon(self._flush, client, sock)
+            self._loop.call_soon(self._flush)
 
-    def _flush(self, client: paho.Client, sock: Any) -> None:
+    def _flush(self) -> None:
+        # The connection of the moment (not the one that asked): one flush
+        # pending for a closed connection must not swallow the next one's.
         self._flush_scheduled = False
-        if client is not self._client or sock.fileno() < 0:
+        client = self._client
+        sock = client.socket() if client is not None else None
+        if client is None or sock is None or sock.fileno() < 0:
             return
         client.loop_write()
         if client.want_write() and client is self._client and sock.fileno() >= 0:
