@@ -47,7 +47,7 @@ from hal.device import (
     SelftestResult,
 )
 from hal.exc import DeviceOffline, DeviceTimeout, HalError, ProtocolError
-from hal.serial import open_port
+from hal.serial import open_port, wake_reader
 
 __all__ = [
     "MODES",
@@ -274,9 +274,7 @@ class CoprocDriver:
             except L.LinkBusy as exc:
                 raise CoprocBusy(f"{L.NAMES.get(mtype, mtype)}: {exc}") from exc
             pending = self._waiters[seq] = Pending(seq)
-        cancel = getattr(self.port, "cancel_read", None)
-        if cancel is not None:
-            cancel()  # wake the reader so the frame goes out now
+        wake_reader(self.port)  # so the frame goes out now, not at the read timeout
         return pending
 
     def request(self, mtype: int, obj: dict[str, Any] | bytes, what: str, timeout: float = 15.0) -> None:
@@ -397,9 +395,7 @@ class CoprocDevice(Peripheral):
         self._stop.set()
         drv = self._drv
         if drv is not None:
-            cancel = getattr(drv.port, "cancel_read", None)
-            if cancel is not None:
-                cancel()
+            wake_reader(drv.port)
         if self._thread is not None:
             self._thread.join(5)
             self._thread = None

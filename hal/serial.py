@@ -16,7 +16,7 @@ import serial
 
 from hal.exc import SerialDeviceError
 
-__all__ = ["open_port"]
+__all__ = ["open_port", "wake_reader"]
 
 
 def open_port(url: str, *, baudrate: int = 115200, timeout: float | None = 0.2,
@@ -37,3 +37,20 @@ def open_port(url: str, *, baudrate: int = 115200, timeout: float | None = 0.2,
     except (serial.SerialException, OSError, AttributeError):
         pass
     return port
+
+
+def wake_reader(port: object) -> None:
+    """Make a blocked ``port.read()`` in another thread return now.
+
+    Safe to call while that thread closes the port: pyserial's
+    ``cancel_read`` checks ``is_open`` and then writes to a pipe the closing
+    thread may already have closed, so EBADF here only means the reader is
+    gone already, which is what the caller wanted.
+    """
+    cancel = getattr(port, "cancel_read", None)
+    if cancel is None:
+        return
+    try:
+        cancel()
+    except (serial.SerialException, OSError, TypeError):
+        pass

@@ -37,7 +37,7 @@ import serial
 
 from hal.device import OFFLINE, UNKNOWN, DeviceEvent, DeviceStatus, Emit, Peripheral
 from hal.exc import DeviceOffline, HalError
-from hal.serial import open_port
+from hal.serial import open_port, wake_reader
 
 __all__ = ["SerialPeripheral", "backoff_delay"]
 
@@ -97,8 +97,7 @@ class SerialPeripheral(Peripheral):
         self._stop.set()
         port = self._port
         if port is not None:
-            with contextlib.suppress(Exception):
-                port.cancel_read()          # wake a blocked read at once
+            wake_reader(port)
         if self._thread is not None:
             self._thread.join(timeout=3.0)
             self._thread = None

@@ -8,7 +8,7 @@ import os
 import pytest
 from haltest import wait_for
 
-from hal.serial import open_port
+from hal.serial import open_port, wake_reader
 from hal.sim import SIMULATORS, IdCardSim, PrinterSim, ScannerSim
 from hal.sim.idcard import sample_card
 
@@ -75,3 +75,25 @@ def test_idcard_sim_answers_garbage_with_checksum_error(idcard_sim: IdCardSim) -
         idcard_sim.place(sample_card("resident"))
     finally:
         port.close()
+
+
+def test_waking_a_reader_whose_port_is_closing_is_harmless(scanner_sim: ScannerSim) -> None:
+    """A supervisor's stop() can wake the reader while the reader closes the port.
+
+    pyserial checks ``is_open`` and then writes to its abort pipe; the closing
+    thread may have closed that pipe in between. Reproduce that moment.
+    """
+    port = open_port(scanner_sim.url, baudrate=115200)
+    live_fd = port.pipe_abort_read_w
+    closed_r, closed_w = os.pipe()
+    os.close(closed_r)
+    os.close(closed_w)
+    port.pipe_abort_read_w = closed_w       # the fd the closing thread just released
+    try:
+        with pytest.raises(OSError):
+            port.cancel_read()              # what stop() used to call
+        wake_reader(port)
+    finally:
+        port.pipe_abort_read_w = live_fd
+        port.close()
+    wake_reader(port)                       # after close: nothing to wake
