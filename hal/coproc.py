@@ -319,6 +319,12 @@ class CoprocDriver:
 # -- the supervised peripheral ---------------------------------------------------
 
 SELFTEST_HELLO_S = 15.0
+# How long the reader may block. With a request or retransmission pending it
+# wakes often enough for the link's 250 ms retry timer; idle it sleeps until
+# the next heartbeat is due (idle CPU budget), at most IDLE_WAIT_S so the
+# offline check and a stop() that lost its wake-up still come round.
+BUSY_WAIT_S = 0.05
+IDLE_WAIT_S = 1.0
 
 
 class CoprocDevice(Peripheral):
@@ -404,7 +410,7 @@ class CoprocDevice(Peripheral):
         attempt = 0
         while not self._stop.is_set():
             try:
-                port = open_port(self.url, baudrate=self.baudrate, timeout=0.1)
+                port = open_port(self.url, baudrate=self.baudrate, timeout=BUSY_WAIT_S)
             except HalError as exc:
                 self._offline(str(exc))
             else:
@@ -455,7 +461,16 @@ class CoprocDevice(Peripheral):
             seen = seen or self._hello is not None
             self._counters = drv.link.counters()
             self._publish()
+            self._set_read_wait(drv, next_beat - time.monotonic())
         return seen
+
+    @staticmethod
+    def _set_read_wait(drv: CoprocDriver, until_beat: float) -> None:
+        wait = BUSY_WAIT_S if drv.link.pending() else min(max(until_beat, BUSY_WAIT_S), IDLE_WAIT_S)
+        port = drv.port
+        # Each change is a tcsetattr on a tty: skip the ones that change nothing.
+        if port.timeout is None or abs(port.timeout - wait) > 0.02:
+            port.timeout = wait
 
     def _offline(self, detail: str) -> None:
         self._detail = detail

@@ -80,6 +80,9 @@ class NullModem:
         self.filters: dict[str, Callable[[bytes], bytes] | None] = {"to_fw": None, "to_agent": None}
         self.bytes = {"to_fw": 0, "to_agent": 0}
         self._stop = threading.Event()
+        # close() writes here so the bridge can block in poll() without a
+        # timeout: an idle cable costs no CPU (the footprint bench runs on it).
+        self._wake_r, self._wake_w = os.pipe()
         self._thread = threading.Thread(target=self._run, name="null-modem", daemon=True)
         self._thread.start()
 
@@ -93,10 +96,12 @@ class NullModem:
     def _run(self) -> None:
         routes = {self._fw[0]: (self._agent[0], "to_agent"), self._agent[0]: (self._fw[0], "to_fw")}
         poller = select.poll()
-        for fd in routes:
+        for fd in (*routes, self._wake_r):
             poller.register(fd, select.POLLIN)
         while not self._stop.is_set():
-            for fd, _ in poller.poll(50):
+            for fd, _ in poller.poll():
+                if fd == self._wake_r:
+                    continue
                 dest, direction = routes[fd]
                 try:
                     data = os.read(fd, 4096)
@@ -116,9 +121,12 @@ class NullModem:
                         raise
 
     def close(self) -> None:
+        if self._stop.is_set():
+            return
         self._stop.set()
+        os.write(self._wake_w, b"x")
         self._thread.join(2)
-        for fds in (self._fw, self._agent):
+        for fds in (self._fw, self._agent, (self._wake_r, self._wake_w)):
             for fd in fds[:2]:
                 try:
                     os.close(fd)
