@@ -57,7 +57,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 
 from agent.contract import CONTRACT_VERSION, Topics
 from agent.errors import AgentError
-from agent.keys import key_id
+from agent.keys import fast_signer, key_id
 from agent.salvage import REQUEUE_COUNTER, SEQ_COUNTER
 from agent.signing import KIND_ACK, verify
 from agent.store import Job, Store, insert_rows, store_error
@@ -124,7 +124,7 @@ def _json_string(text: str) -> str:
     return json.dumps(text, ensure_ascii=False)
 
 
-def _sign_record(key: Ed25519PrivateKey, kid: str, kiosk: str, seq: int, prev: str,
+def _sign_record(sign: Callable[[bytes], bytes], kid: str, kiosk: str, seq: int, prev: str,
                  data: bytes, record_id: str, ts: int) -> JournalRecord:
     """Build the canonical bytes directly (hot path): ``data`` is already canonical.
 
@@ -135,7 +135,7 @@ def _sign_record(key: Ed25519PrivateKey, kid: str, kiosk: str, seq: int, prev: s
     head = b'{"data":' + data + (',"id":"%s","kid":"%s","kiosk":%s,"prev":"%s","seq":%d' % (
         record_id, kid, _json_string(kiosk), prev, seq)).encode("utf-8")
     tail = b',"ts":%d,"v":%d}' % (ts, CONTRACT_VERSION)
-    sig = base64.b64encode(key.sign(SIGN_TAG + head + tail))
+    sig = base64.b64encode(sign(SIGN_TAG + head + tail))
     payload = head + b',"sig":"' + sig + b'"' + tail
     return JournalRecord(record_id, seq, prev, record_hash(payload), ts, payload)
 
@@ -241,7 +241,7 @@ class _RecordJob(Job):
         j = jobs[0].journal
         records = []
         for job in jobs:
-            rec = _sign_record(j.key, j.kid, j.kiosk, j.head_seq + 1, j.head_hash, job.data,
+            rec = _sign_record(j.sign, j.kid, j.kiosk, j.head_seq + 1, j.head_hash, job.data,
                                j._next_id(), int(time.time() * 1000))
             job.saved = (j.head_seq, j.head_hash)
             j.head_seq, j.head_hash = rec.seq, rec.hash
@@ -347,6 +347,7 @@ class Journal:
                  accept_unsigned_acks: bool = True) -> None:
         self.store = store
         self.key = signing_key
+        self.sign = fast_signer(signing_key)
         self.kid = key_id(signing_key.public_key())
         self.kiosk = kiosk_id
         self.topic = topic or Topics(fleet, kiosk_id).tx

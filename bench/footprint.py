@@ -52,7 +52,7 @@ LIST_IMPORTS = textwrap.dedent("""
     import hal.idcard, hal.printer, hal.scanner, hal.camera, hal.coproc, hal.sim, hal.sim.coproc
     own = ("agent", "hal", "firmware", "fleet", "provisioning")
     print(" ".join(sorted(m for m in sys.modules if m.split(".")[0] not in own and not m.startswith("_")
-                          and "." not in m or m.startswith(("cryptography.", "paho.", "serial.")))))
+                          and ("." not in m or m.startswith(("cryptography.", "nacl.", "paho.", "serial."))))))
 """)
 
 BARE = textwrap.dedent("""

@@ -27,7 +27,7 @@ from agent.journal import (
     verify_ack,
     verify_chain,
 )
-from agent.keys import DEVICE_KEY_NAME, KeyError_, key_id, load_or_create
+from agent.keys import DEVICE_KEY_NAME, KeyError_, fast_signer, key_id, load_or_create
 from agent.store import DB_NAME, Store
 
 
@@ -242,6 +242,17 @@ def test_device_key_generated_once_0600_and_checked(tmp_path: Path, caplog: pyte
         load_or_create(None, tmp_path, production=True)
     with pytest.raises(KeyError_):
         load_or_create(tmp_path / "missing.pem", tmp_path, production=True)
+
+
+def test_the_journal_signer_gives_the_signatures_of_the_device_key(tmp_path: Path) -> None:
+    # libsodium signs the journal (speed); anyone verifying holds the key's
+    # public half and cryptography. Ed25519 is deterministic: same bytes.
+    key = load_or_create(None, tmp_path, production=False)
+    sign = fast_signer(key)
+    for message in (b"", b"x", os.urandom(300), os.urandom(70_000)):
+        assert sign(message) == key.sign(message)
+    other = fast_signer(Ed25519PrivateKey.generate())
+    assert other(b"x") != sign(b"x")
 
 
 def test_ack_parsing() -> None:
