@@ -366,6 +366,15 @@ class _Call(Job):
 _STOP = object()
 
 
+def _undo_savepoint(conn: sqlite3.Connection, name: str) -> None:
+    """Roll back to ``name`` and drop it; if even that fails, COMMIT will say so."""
+    try:
+        conn.execute(f"ROLLBACK TO {name}")
+        conn.execute(f"RELEASE {name}")
+    except sqlite3.Error:
+        pass
+
+
 def _groups(batch: list[tuple[Job, Any]]) -> list[list[Job]]:
     """Runs of neighbouring jobs with the same group key (order kept; None never groups)."""
     groups: list[list[Job]] = []
@@ -538,11 +547,7 @@ class Writer:
             conn.execute("RELEASE job")
             return True, value
         except Exception as exc:  # noqa: BLE001 - one bad job fails alone
-            try:
-                conn.execute("ROLLBACK TO job")
-                conn.execute("RELEASE job")
-            except sqlite3.Error:
-                pass
+            _undo_savepoint(conn, "job")
             job.aborted()
             if isinstance(exc, sqlite3.Error):
                 exc = store_error(exc, type(job).__name__)
@@ -559,11 +564,7 @@ class Writer:
             values = type(group[0]).run_group(conn, group)
             conn.execute("RELEASE grp")
         except Exception:  # noqa: BLE001 - retried one by one, so the bad job fails alone
-            try:
-                conn.execute("ROLLBACK TO grp")
-                conn.execute("RELEASE grp")
-            except sqlite3.Error:
-                pass
+            _undo_savepoint(conn, "grp")
             for job in reversed(group):
                 job.aborted()
             return False

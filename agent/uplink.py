@@ -200,6 +200,8 @@ def _resolve(waiter: Waiter, outcome: int | BaseException) -> None:
         waiter(outcome)
     except Exception:  # noqa: BLE001 - one bad callback must not kill the connection
         log.exception("publish outcome callback %r failed", waiter)
+
+
 Listener = Callable[[], Any]
 
 
