@@ -13,9 +13,14 @@
     # renew the TLS certificate over MQTT when within 60 days of expiry (daily timer):
     sudo kiosk-provision renew
 
+On a kiosk already provisioned, the questions offer the answers in its
+agent.toml (and the fleet trust it holds is kept), so Enter everywhere
+re-provisions it unchanged.
+
 Exit status: 0 done; 1 failed (the message names the step and its code);
-2 bad usage; 3 done but waiting for the certificate (take keys/tls.csr to the
-fleet office, re-run with --bundle).
+2 bad usage (a missing or invalid answer, a file that is not there: before
+any step runs); 3 done but waiting for the certificate (take keys/tls.csr to
+the fleet office, re-run with --bundle).
 """
 
 from __future__ import annotations
@@ -33,14 +38,19 @@ from typing import Any
 from provisioning.decommission import decommission
 from provisioning.errors import AnswerError, ProvisionError
 from provisioning.layout import Layout
-from provisioning.steps import Answers, Reporter, provision
+from provisioning.steps import TRUST_MARK, Answers, Reporter, provision
 
 __all__ = ["answers_from", "build_parser", "main"]
 
-_FIELDS = {f.name: f for f in dataclasses.fields(Answers)}
+_FIELDS = {f.name: f for f in dataclasses.fields(Answers) if f.name != "kept_trust"}   # not the installer's
 _PATHS = {"bundle", "ca_dir", "broker_ca", "claim", "fleet_trust"}
 _PROMPTS = [("kiosk_id", "Kiosk id (e.g. k-0001)"), ("fleet", "Fleet"), ("site", "Site (outlet name and address)"),
             ("mqtt_url", "Broker URL"), ("bundle", "Certificate bundle file (empty: enrol later)")]
+_REQUIRED = {"kiosk_id", "fleet", "site", "mqtt_url"}
+# agent.toml key -> answer, for the answers a provisioned kiosk already has.
+_FROM_CONFIG = {("kiosk", "id"): "kiosk_id", ("kiosk", "fleet"): "fleet", ("kiosk", "site"): "site",
+                ("kiosk", "mode"): "mode", ("mqtt", "url"): "mqtt_url", ("mqtt", "keepalive"): "keepalive",
+                ("hal", "backend"): "backend", ("health", "interval_s"): "health_interval_s"}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -93,9 +103,33 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def answers_from(args: argparse.Namespace) -> Answers:
-    """Defaults, then the answer file, then flags."""
+def existing_answers(lay: Layout) -> dict[str, Any]:
+    """The answers the kiosk's current agent.toml was written from ({} when there is none)."""
+    try:
+        raw = tomllib.loads(lay.config.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        return {}
     values: dict[str, Any] = {}
+    def get(table: str, key: str) -> Any:
+        section = raw.get(table)
+        return section.get(key) if isinstance(section, dict) else None
+
+    for (table, key), name in _FROM_CONFIG.items():
+        value = get(table, key)
+        if value is not None:
+            values[name] = value
+    storage = str(get("storage", "dir") or "")
+    if lay.staging and storage.startswith(str(lay.root) + "/"):
+        values["staged_paths"] = True
+    trust = lay.config.read_text(encoding="utf-8").partition(TRUST_MARK)[2]
+    if trust:
+        values["kept_trust"] = trust      # "NAME:\n" and the tables, as config_text wrote them
+    return values
+
+
+def answers_from(args: argparse.Namespace, current: dict[str, Any] | None = None) -> Answers:
+    """Defaults, then ``current`` (the kiosk's answers so far), then the answer file, then flags."""
+    values: dict[str, Any] = dict(current or {})
     if args.answers is not None:
         try:
             raw = tomllib.loads(args.answers.read_text(encoding="utf-8"))
@@ -128,18 +162,33 @@ def _default_id() -> str:
     return host if re.match(r"^[a-z0-9][a-z0-9-]{0,63}$", host) else ""
 
 
-def _prompt(answers: Answers) -> None:
+def _prompt(answers: Answers, lay: Layout) -> None:
+    """Ask each question until its answer is acceptable: a mistake is caught where it is made."""
     print("Press Enter to keep the value in [brackets].")
     for name, label in _PROMPTS:
+        if name == "bundle" and lay.tls_crt.exists():
+            label = "Certificate bundle file (empty: keep the installed certificate)"
         current = getattr(answers, name)
         if name == "kiosk_id" and not current:
             current = _default_id()
         shown = "" if current is None else str(current)
-        reply = input(f"{label} [{shown}]: ").strip()
-        value: Any = reply or shown
-        if name in _PATHS:
-            value = Path(value).expanduser() if value else None
-        setattr(answers, name, value)
+        while True:
+            try:
+                reply = input(f"{label} [{shown}]: ").strip()
+            except EOFError:
+                print()
+                raise AnswerError(f"no answer to {label!r}: the input ended") from None
+            value: Any = reply or shown
+            if name in _PATHS:
+                value = Path(value).expanduser() if value else None
+            if name in _REQUIRED and not value:
+                print("      an answer is required here")
+                continue
+            setattr(answers, name, value)
+            problem = answers.problem(name)
+            if problem is None:
+                break
+            print(f"      {problem}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -164,12 +213,22 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "renew":
             from provisioning.renew import renew
             return renew(lay, sys.stdout, days_before=args.days_before, force=args.force, timeout_s=args.timeout)
-        answers = answers_from(args)
-        if not args.non_interactive and sys.stdin.isatty():
-            _prompt(answers)
+        interactive = not args.non_interactive and sys.stdin.isatty()
+        current = existing_answers(lay)
+        if not interactive:
+            # A script says what it means; but a re-run without --fleet-trust must not
+            # silently leave the kiosk trusting no operator.
+            current = {k: v for k, v in current.items() if k == "kept_trust"}
+        answers = answers_from(args, current)
+        if interactive:
+            _prompt(answers, lay)
         if lay.staging:
             print(f"staging root {root}: nothing outside it is changed")
         result = provision(answers, lay, Reporter())
+    except AnswerError as exc:
+        # Found before any step ran: wrong usage, not a failed step.
+        print(f"kiosk-provision: {exc} [{exc.code}]", file=sys.stderr)
+        return 2
     except ProvisionError as exc:
         print(f"kiosk-provision: {exc} [{exc.code}]", file=sys.stderr)
         return 1

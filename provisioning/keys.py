@@ -152,12 +152,14 @@ def check_bundle(pem: bytes, key: ec.EllipticCurvePrivateKey, kiosk_id: str, *,
         leaf.verify_directly_issued_by(ca_cert)
     except (ValueError, TypeError, InvalidSignature):
         raise EnrolError("the bundle's certificate was not issued by the bundle's CA") from None
+    # The id first: another kiosk's bundle also has another key, and its id is what the installer can act on.
+    cn = leaf.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    if len(cn) != 1 or cn[0].value != kiosk_id:
+        raise EnrolError(f"the bundle is for kiosk {cn[0].value if cn else '?'!r}, and this is kiosk {kiosk_id!r}: "
+                         f"use {kiosk_id}'s bundle")
     if leaf.public_key() != key.public_key():
         raise EnrolError("the bundle's certificate is for another key (signed from an old CSR? "
                          "send keys/tls.csr again)")
-    cn = leaf.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
-    if len(cn) != 1 or cn[0].value != kiosk_id:
-        raise EnrolError(f"the bundle's certificate is for {cn[0].value if cn else '?'!r}, not {kiosk_id!r}")
     now = now or dt.datetime.now(dt.UTC)
     if not leaf.not_valid_before_utc <= now <= leaf.not_valid_after_utc:
         raise EnrolError(f"the bundle's certificate is valid {leaf.not_valid_before_utc:%Y-%m-%d} to "

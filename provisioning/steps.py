@@ -48,6 +48,7 @@ from provisioning.layout import (
 __all__ = [
     "SERVICE_GROUPS",
     "SHIPPED_EXEC",
+    "TRUST_MARK",
     "Answers",
     "Owner",
     "Reporter",
@@ -61,6 +62,7 @@ SHIPPED_EXEC = "/opt/kiosk-agent/bin/kiosk-agent"
 SERVICE_GROUPS = ("dialout", "gpio", "video")
 _NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,63}$")
 RENEW_BEFORE_DAYS = 60
+_FILES = ("bundle", "claim", "ca_dir", "broker_ca")      # fleet_trust: fleet_trust_text says why
 
 
 @dataclasses.dataclass
@@ -86,22 +88,38 @@ class Answers:
     print_slip: bool = True
     printer_url: str | None = None      # default /dev/kiosk/printer on a kiosk; staging prints only if given
     fleet_trust: Path | None = None     # the fleet office's keys: [[commands.operators]], [evidence]
+    kept_trust: str = ""                # without fleet_trust: the trust the current agent.toml holds, kept
+
+    def problem(self, name: str) -> str | None:
+        """What is wrong with one answer (the message names its flag), or None: asked at the question too."""
+        value = getattr(self, name)
+        if name in ("kiosk_id", "fleet"):
+            flag = "--kiosk-id" if name == "kiosk_id" else "--fleet"
+            if not _NAME.match(value or ""):
+                return f"{flag}: got {value!r}, expected lower-case letters, digits or '-', 1 to 64"
+            if name == "kiosk_id" and (value == "enrol" or value.startswith("claim-")):
+                return f"--kiosk-id: {value!r} is reserved for enrolment"
+        elif name == "site" and not (value or "").strip():
+            return "--site: expected the outlet's name and address"
+        elif name == "mqtt_url":
+            if not re.match(r"^mqtts?://[^/:]+(:\d+)?/?$", value or ""):
+                return f"--mqtt-url: got {value!r}, expected mqtts://host:8883"
+            if self.mode == "production" and not value.startswith("mqtts://"):
+                return "--mqtt-url: production kiosks use mutual TLS (mqtts://)"
+        elif name in _FILES and value is not None:
+            # Checked before any step runs: a mistyped path must not surface after the keys are made.
+            kind = "directory" if name == "ca_dir" else "file"
+            if not (value.is_dir() if kind == "directory" else value.is_file()):
+                return f"--{name.replace('_', '-')} {value}: no such {kind}"
+        return None
 
     def validate(self) -> None:
-        for name, flag in (("kiosk_id", "--kiosk-id"), ("fleet", "--fleet")):
-            value = getattr(self, name)
-            if not _NAME.match(value or ""):
-                raise AnswerError(f"{flag}: got {value!r}, expected lower-case letters, digits or '-', 1 to 64")
-        if self.kiosk_id == "enrol" or self.kiosk_id.startswith("claim-"):
-            raise AnswerError(f"--kiosk-id: {self.kiosk_id!r} is reserved for enrolment")
-        if not self.site.strip():
-            raise AnswerError("--site: expected the outlet's name and address")
-        if not re.match(r"^mqtts?://[^/:]+(:\d+)?/?$", self.mqtt_url or ""):
-            raise AnswerError(f"--mqtt-url: got {self.mqtt_url!r}, expected mqtts://host:8883")
+        for name in ("kiosk_id", "fleet", "site", "mqtt_url", *_FILES):
+            problem = self.problem(name)
+            if problem:
+                raise AnswerError(problem)
         if self.mode not in ("production", "development"):
             raise AnswerError(f"--mode: got {self.mode!r}, expected production or development")
-        if self.mode == "production" and not self.mqtt_url.startswith("mqtts://"):
-            raise AnswerError("--mqtt-url: production kiosks use mutual TLS (mqtts://)")
         if self.backend not in ("real", "sim"):
             raise AnswerError(f"--backend: got {self.backend!r}, expected real or sim")
         if self.fleet_trust is not None:
@@ -242,10 +260,13 @@ def config_text(a: Answers, lay: Layout) -> str:
     lines += ["", "[devices.camera]", "", "[devices.gpio]"]
     text = "\n".join(lines) + "\n"
     if a.fleet_trust is not None:
-        text += f"\n# From the fleet trust file {a.fleet_trust.name}:\n" + fleet_trust_text(a.fleet_trust)
+        text += f"\n{TRUST_MARK}{a.fleet_trust.name}:\n" + fleet_trust_text(a.fleet_trust)
+    elif a.kept_trust:
+        text += f"\n{TRUST_MARK}{a.kept_trust}"
     return text
 
 
+TRUST_MARK = "# From the fleet trust file "
 TRUST_TABLES = ("commands", "evidence")
 
 
@@ -356,7 +377,9 @@ def _user_exists() -> bool:
 
 
 def _dirs(lay: Layout, own: Owner, res: Result) -> None:
-    for path, mode, user in ((lay.etc, 0o750, False), (lay.keys, 0o700, True), (lay.storage, 0o750, True)):
+    # storage 0700: the agent makes its state private at every start (agent/store.py), so
+    # anything wider would be undone there and flipped back by every re-run here.
+    for path, mode, user in ((lay.etc, 0o750, False), (lay.keys, 0o700, True), (lay.storage, 0o700, True)):
         path.mkdir(parents=True, exist_ok=True)
         res.state.append(own.apply(path, mode, user=user))
 
@@ -459,7 +482,10 @@ def _config(a: Answers, lay: Layout, own: Owner, rep: Reporter, res: Result) -> 
     parse_config(tomllib.loads(text), source=lay.config)   # the agent's own validation, before writing
     status = write_if_changed(lay.config, text.encode(), 0o640, keep_prev=True)
     rep.line(f"{lay.config}: {status}" + (" (previous kept as agent.toml.prev)" if status == "updated" else ""))
-    if a.fleet_trust is None and a.mode == "production":
+    if a.kept_trust and a.fleet_trust is None:
+        rep.line("fleet trust: kept from the current agent.toml (give --fleet-trust to replace it)")
+        res.state.append(f"fleet trust: {a.kept_trust.partition(':')[0]} (kept)")
+    elif a.fleet_trust is None and a.mode == "production":
         rep.line("WARNING: no --fleet-trust file: this kiosk trusts no operator key, so it refuses every "
                  "fleet command and configuration, every ID-card service and every tx/ack until it is "
                  "provisioned again with one")

@@ -6,8 +6,11 @@
 The acceptance case: provision non-interactively into a staging root, start
 the agent from that root against a mutual-TLS mosquitto, see its birth and
 health; re-run the provisioning and find nothing changed but the timestamp
-in its log. Plus: bundles that do not fit are refused, keys are kept unless
-rotated, the answer file works, decommission erases keys and citizen data.
+in its log. Plus: bundles that do not fit are refused (another kiosk's names
+both ids), keys are kept unless rotated, the answer file works, a repeat
+visit at the prompts is Enter everywhere, a bad answer is refused at its
+question, wrong usage exits 2 before any step, decommission erases keys and
+citizen data.
 """
 
 from __future__ import annotations
@@ -248,7 +251,7 @@ def test_answer_file_keys_kept_and_rotation(pki: Pki, tmp_path: Path) -> None:
     bad = tmp_path / "bad.toml"
     bad.write_text('kiosk_id = "K 1"\n')
     result = _provision(root, "--answers", str(bad), check=False)
-    assert result.returncode == 1 and "--kiosk-id" in result.stderr and "[provision.answer]" in result.stderr
+    assert result.returncode == 2 and "--kiosk-id" in result.stderr and "[provision.answer]" in result.stderr
 
 
 def test_decommission_erases_keys_and_citizen_data(pki: Pki, tmp_path: Path) -> None:
@@ -348,25 +351,106 @@ def test_ca_commands_offline_flow(tmp_path: Path) -> None:
     assert "pattern readwrite kiosk/v1/north/%u/#" in acl.stdout and "+/%u" not in acl.stdout
 
 
-def test_interactive_prompts_with_defaults(pki: Pki, tmp_path: Path) -> None:
-    """On a terminal it asks for what the flags did not give; Enter keeps the value shown."""
+def _interactive(root: Path, *args: str, typed: bytes) -> subprocess.CompletedProcess[str]:
+    """kiosk-provision on a terminal (a pty as stdin), answering its questions with ``typed``."""
     import pty
 
     master, slave = pty.openpty()
-    root = tmp_path / "kiosk"
-    proc = subprocess.Popen([PROVISION, "--root", str(root), "--fleet", "north", "--ca-dir", str(pki.base / "ca")],
-                            stdin=slave, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([PROVISION, "--root", str(root), *args], stdin=slave, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
     os.close(slave)
-    # kiosk id, fleet (Enter keeps "north"), site, broker URL, bundle (Enter: none; --ca-dir signs)
-    os.write(master, b"k-0017\n\nOutlet 17\nmqtts://broker.example:8883\n\n")
+    os.write(master, typed)
     try:
         out, err = proc.communicate(timeout=120)
     finally:
         os.close(master)
-    assert proc.returncode == 0, out + err
-    assert "Fleet [north]:" in out
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+def test_interactive_prompts_with_defaults(pki: Pki, tmp_path: Path) -> None:
+    """On a terminal it asks for what the flags did not give; Enter keeps the value shown."""
+    root = tmp_path / "kiosk"
+    # kiosk id, fleet (Enter keeps "north"), site, broker URL, bundle (Enter: none; --ca-dir signs)
+    result = _interactive(root, "--fleet", "north", "--ca-dir", str(pki.base / "ca"),
+                          typed=b"k-0017\n\nOutlet 17\nmqtts://broker.example:8883\n\n")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Fleet [north]:" in result.stdout
     cfg = load_config(root / "etc/kiosk-agent/agent.toml")
     assert (cfg.kiosk.id, cfg.kiosk.fleet, cfg.kiosk.site) == ("k-0017", "north", "Outlet 17")
+
+
+def test_reprovisioning_prefills_every_answer_from_agent_toml(pki: Pki, tmp_path: Path) -> None:
+    """A repeat visit: Enter at every question keeps what the kiosk was provisioned with."""
+    root = tmp_path / "kiosk"
+    trust, _keys = _fleet_trust(tmp_path / "fleet-trust.toml")
+    _provision(root, *_basic("k-0050", "mqtts://broker.example:8883", pki.base / "ca"), "--backend", "sim",
+               "--mode", "development", "--keepalive", "45", "--health-interval", "20",
+               "--fleet-trust", str(trust))
+    config = root / "etc/kiosk-agent/agent.toml"
+    before = config.read_bytes()
+    again = _interactive(root, typed=b"\n" * 5)
+    assert again.returncode == 0, again.stdout + again.stderr
+    for prompt in ("Kiosk id (e.g. k-0001) [k-0050]:", "Fleet [north]:",
+                   "Site (outlet name and address) [Outlet 37, Main St Post Office]:",
+                   "Broker URL [mqtts://broker.example:8883]:", "(empty: keep the installed certificate) []:"):
+        assert prompt in again.stdout, again.stdout
+    assert config.read_bytes() == before, "re-provisioning with Enter everywhere changed agent.toml"
+    assert "agent.toml: unchanged" in again.stdout and "WARNING" not in again.stdout, again.stdout
+    cfg = load_config(config)
+    assert (cfg.kiosk.mode, cfg.hal.backend, cfg.mqtt.keepalive) == ("development", "sim", 45)
+    assert [o.id for o in cfg.commands.operators] == ["ops-1"]
+    # A script re-running it without --fleet-trust does not strip the kiosk's trust either.
+    scripted = _provision(root, *_basic("k-0050", "mqtts://broker.example:8883"), "--backend", "sim")
+    assert "fleet trust: kept" in scripted.stdout, scripted.stdout
+    assert [o.id for o in load_config(config).commands.operators] == ["ops-1"]
+
+
+def test_blank_or_bad_required_answer_is_refused_at_the_question(pki: Pki, tmp_path: Path) -> None:
+    root = tmp_path / "kiosk"
+    # kiosk id "K 1" (refused, asked again), fleet, site blank (refused, asked again), URL, bundle
+    result = _interactive(root, "--fleet", "north", "--ca-dir", str(pki.base / "ca"),
+                          typed=b"K 1\nk-0051\n\n\nOutlet 51\nmqtts://broker.example:8883\n\n")
+    out = result.stdout
+    assert result.returncode == 0, out + result.stderr
+    assert out.count("Kiosk id (e.g. k-0001)") == 2 and out.count("Site (outlet name and address)") == 2, out
+    bad_id = out.index("got 'K 1'")
+    assert out.index("Kiosk id") < bad_id < out.index("Fleet [north]:"), out
+    first_site = out.index("Site (outlet name and address)")
+    refusal = out.index("an answer is required", first_site)
+    assert refusal < out.index("Site (outlet name and address)", first_site + 1) < out.index("Broker URL"), out
+    cfg = load_config(root / "etc/kiosk-agent/agent.toml")
+    assert (cfg.kiosk.id, cfg.kiosk.site) == ("k-0051", "Outlet 51")
+
+
+def test_wrong_usage_exits_2_before_any_step(tmp_path: Path) -> None:
+    root = tmp_path / "kiosk"
+    missing = _provision(root, "--kiosk-id", "k-0052", check=False)        # no fleet, site, URL
+    assert missing.returncode == 2 and "[provision.answer]" in missing.stderr, missing.stdout + missing.stderr
+    assert "--fleet" in missing.stderr and "[1/8]" not in missing.stdout
+    unknown = _provision(root, "--kiosk-id", "k-0052", "--colour=red", check=False)
+    assert unknown.returncode == 2 and "--colour" in unknown.stderr
+    assert not (root / "etc/kiosk-agent/keys/signing.key").exists()
+
+
+def test_wrong_bundle_path_is_reported_before_any_step(tmp_path: Path) -> None:
+    root = tmp_path / "kiosk"
+    absent = tmp_path / "usb" / "k-0053.bundle.pem"
+    result = _provision(root, *_basic("k-0053", "mqtts://broker.example:8883"), "--bundle", str(absent),
+                        check=False)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert f"--bundle {absent}: no such file" in result.stderr and "[provision.answer]" in result.stderr
+    assert "[1/8]" not in result.stdout and not (root / "etc/kiosk-agent/keys/signing.key").exists()
+
+
+def test_bundle_for_another_kiosk_names_both_kiosk_ids(pki: Pki, tmp_path: Path) -> None:
+    root = tmp_path / "kiosk"
+    url = "mqtts://broker.example:8883"
+    assert _provision(root, *_basic("k-0054", url), check=False).returncode == 3
+    others = tmp_path / "k-0055.bundle.pem"          # the next kiosk's bundle, picked up by mistake
+    others.write_bytes(fca.sign_csr(pki.ca, make_csr(ec.generate_private_key(ec.SECP256R1()), "k-0055")).pem())
+    refused = _provision(root, *_basic("k-0054", url), "--bundle", str(others), check=False)
+    assert refused.returncode == 1 and "[provision.enrol]" in refused.stderr, refused.stdout + refused.stderr
+    assert "k-0055" in refused.stderr and "k-0054" in refused.stderr, refused.stderr
 
 
 def test_real_root_in_a_private_namespace(pki: Pki, tmp_path: Path) -> None:
@@ -405,7 +489,7 @@ test ! -e /etc/kiosk-agent/keys/signing.key && echo ERASED
     assert "dialout" in groups and "video" in groups
     assert "OWNER kiosk-agent 600 /etc/kiosk-agent/keys/signing.key" in out
     assert "OWNER kiosk-agent 640 /etc/kiosk-agent/agent.toml" in out
-    assert "OWNER kiosk-agent 750 /var/lib/kiosk-agent" in out
+    assert "OWNER kiosk-agent 700 /var/lib/kiosk-agent" in out
     assert "WANTS /etc/systemd/system/kiosk-agent.service" in out
     assert "removed /etc/kiosk-agent/keys/tls.key" in out and "ERASED" in out
     # And this machine was not changed.
