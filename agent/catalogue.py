@@ -12,6 +12,7 @@ names the key.
     svc = cat.get("pension_record_print")
     [s.kind for s in svc.steps]        # ["read_id", "confirm", "print_receipt"]
     cat.needs(svc, "read_id")          # True
+    svc.receipt                        # "purpose": not offered while the printer cannot print
 """
 
 from __future__ import annotations
@@ -91,6 +92,6 @@ class Catalogue:
     def describe(self) -> list[dict[str, object]]:
         """PII-free menu for a UI: ids, names, steps, offline flag."""
         return [{"id": s.id, "name_zh": s.name_zh, "name_en": s.name_en, "offline": s.offline,
-                 "mail_document": s.mail_document, "face_legal_basis": s.face_legal_basis is not None,
+                 "mail_document": s.mail_document, "receipt": s.receipt, "face_legal_basis": s.face_legal_basis is not None,
                  "steps": [{"kind": st.kind, "timeout_s": st.timeout_s} for st in s.steps]}
                 for s in self._services.values()]

@@ -12,8 +12,9 @@ MQTT 5 correlation data (and, in the payload, as ``correlation`` hex):
 A refused command is audited (SQLite table ``command_audit`` and a log line,
 argument names only), counted in ``health.commands`` and never executed.
 The nonce of an accepted command is committed to disk (``synchronous=FULL``)
-before its handler runs, and kept until the command expires, so a replay
-is refused even after ``kill -9``.
+before its handler runs, so a replay is refused even after ``kill -9``;
+with the issue-time high-water and the store's creation time
+(:func:`claim_nonce`) it is refused after a lost store or a clock jump too.
 
     refusal = verify_command(raw, "set-mode", cfg.commands, fleet="dev", kiosk="k-1", now_ms=now)
 """
@@ -39,6 +40,7 @@ from agent.config import MODES
 from agent.contract import encode, envelope, now_ms
 from agent.errors import AgentError, NotConnected, StoreError
 from agent.signing import SPECS, CommandRefused, Verified, verify_command, verify_signed
+from agent.store import ISSUED_COUNTER, Store, get_setting, put_setting
 
 # The envelope policy (CommandRefused, verify_command, SPECS) lives in agent.signing,
 # shared with kioskctl; re-exported here for the component's users.
@@ -80,29 +82,53 @@ def ensure_schema(conn: sqlite3.Connection) -> None:
     conn.executescript(_SCHEMA)
 
 
-def claim_nonce(conn: sqlite3.Connection, nonce: str, expires_at: int) -> bool:
-    """Durably record ``nonce``; False if it was seen before (a replay)."""
+def claim_nonce(store: Store, nonce: str, issued_at: int, expires_at: int, skew_ms: int) -> None:
+    """Durably record an accepted command's nonce; CommandRefused if it may be a replay.
+
+    The nonce table alone is not enough: a store lost and re-created has
+    none, and pruning by a wall clock that jumped ahead drops nonces of
+    commands still valid. So, in order:
+
+    - ``cmd.before_store``: issued before this store was (re)created, so
+      its nonce may have been in the store that was lost;
+    - ``cmd.too_old``: issued more than the skew before the newest command
+      accepted (the high-water ``max_issued_at``; nonces are pruned against
+      it, never against the clock);
+    - ``cmd.replayed``: the nonce is known.
+
+    The high-water and the nonces it does not yet cover go to the
+    continuity file beside the database first, so they outlive it.
+    Raises StoreError when neither can be written: without a durable nonce
+    we cannot prove the next copy is a replay.
+    """
+    conn = store.conn
+    if issued_at < store.created_ms:
+        raise CommandRefused("cmd.before_store", f"issued at {issued_at}, before this kiosk's store was created "
+                             f"({store.created_ms}): a replay could not be told apart; send it again")
+    high = store.counter(ISSUED_COUNTER)
+    if issued_at < high - skew_ms:
+        raise CommandRefused("cmd.too_old", f"issued at {issued_at}, more than {skew_ms // 1000}s before the newest "
+                             f"command accepted ({high}); send it again")
+    if conn.execute("SELECT 1 FROM nonces WHERE nonce = ?", (nonce,)).fetchone():
+        raise CommandRefused("cmd.replayed", f"nonce {nonce} was already used")
+    high = max(high, issued_at)
+    side = store.continuity
+    kept = side.data.get("nonces")
+    recent = {n: v for n, v in kept.items() if isinstance(v, list) and v and isinstance(v[0], int)
+              and v[0] >= high - skew_ms} if isinstance(kept, dict) else {}
+    recent[nonce] = [issued_at, expires_at]
+    try:
+        side.save(max_issued_at=high, nonces=recent, clean=False)
+    except OSError as exc:
+        raise StoreError(f"{side.path}: {exc}") from exc
     try:
         with conn:
             conn.execute("BEGIN IMMEDIATE")
             conn.execute("INSERT INTO nonces (nonce, expires_at) VALUES (?, ?)", (nonce, expires_at))
+            conn.execute("INSERT INTO counters(name, value) VALUES (?, ?) ON CONFLICT(name) "
+                         "DO UPDATE SET value = max(value, excluded.value)", (ISSUED_COUNTER, high))
     except sqlite3.IntegrityError:
-        return False
-    return True
-
-
-def get_setting(conn: sqlite3.Connection, key: str) -> str | None:
-    row = conn.execute("SELECT value FROM agent_settings WHERE key = ?", (key,)).fetchone()
-    return str(row[0]) if row else None
-
-
-def put_setting(conn: sqlite3.Connection, key: str, value: str | None) -> None:
-    with conn:
-        conn.execute("BEGIN IMMEDIATE")
-        if value is None:
-            conn.execute("DELETE FROM agent_settings WHERE key = ?", (key,))
-        else:
-            conn.execute("INSERT OR REPLACE INTO agent_settings VALUES (?, ?)", (key, value))
+        raise CommandRefused("cmd.replayed", f"nonce {nonce} was already used") from None
 
 
 def audit(conn: sqlite3.Connection | None, *, name: str, outcome: str, key_id: str | None = None,
@@ -262,7 +288,8 @@ class CommandService:
         if self.agent.health is not None:
             self.agent.health.sections["commands"] = self.health_section
         self.sender.attach()
-        self.agent.uplink.subscribe(self.agent.topics.cmd("+"), self.on_message, qos=1)
+        self.agent.uplink.subscribe(self.agent.topics.cmd("+"), self.on_message, qos=1,
+                                    max_bytes=self.agent.cfg.commands.max_size_bytes, on_oversized=self.on_oversized)
         self._purge_nonces()
 
     async def stop(self) -> None:
@@ -311,28 +338,36 @@ class CommandService:
 
     # -- receiving --------------------------------------------------------------
 
-    def on_message(self, msg: Any) -> None:
-        """Uplink handler. Verification and the nonce commit run here, in order."""
-        topic_name = msg.topic.rsplit("/", 1)[-1]
+    def _received(self, topic: str, correlation: bytes | None) -> Context:
+        topic_name = topic.rsplit("/", 1)[-1]
         if not _TOPIC_NAME.match(topic_name) or redact(topic_name) != topic_name:
             # Never echo an arbitrary (or ID-number-like) topic level into a result topic or a log.
             topic_name = "_invalid"
-        ctx = Context(topic_name, msg.correlation_data)
         self.counters["received"] += 1
+        return Context(topic_name, correlation)
+
+    def on_oversized(self, over: Any) -> None:
+        """Uplink hook: a command over ``commands.max_size_bytes`` was dropped unread; it still gets an answer."""
+        ctx = self._received(over.topic, over.correlation_data)
+        self._refused(ctx, b"", CommandRefused("cmd.oversized", f"{over.size} bytes, limit {over.limit}"))
+
+    def on_message(self, msg: Any) -> None:
+        """Uplink handler. Verification and the nonce commit run here, in order."""
+        ctx = self._received(msg.topic, msg.correlation_data)
         cfg = self.agent.cfg
         try:
-            cmd = verify_command(msg.payload, topic_name, cfg.commands, fleet=cfg.kiosk.fleet,
+            cmd = verify_command(msg.payload, ctx.topic_name, cfg.commands, fleet=cfg.kiosk.fleet,
                                  kiosk=cfg.kiosk.id, now=now_ms())
             ctx.nonce, ctx.key_id = cmd.doc["nonce"], cmd.operator.id
             ctx.args = safe_args(cmd.name, cmd.args)
-            assert self.conn is not None
-            if not claim_nonce(self.conn, cmd.doc["nonce"],
-                               cmd.doc["expires_at"] + int(cfg.commands.max_clock_skew_s * 1000)):
-                raise CommandRefused("cmd.replayed", f"nonce {cmd.doc['nonce']} was already used")
+            assert self.agent.store is not None
+            skew_ms = int(cfg.commands.max_clock_skew_s * 1000)
+            claim_nonce(self.agent.store, cmd.doc["nonce"], cmd.doc["issued_at"], cmd.doc["expires_at"] + skew_ms,
+                        skew_ms)
         except CommandRefused as exc:
             self._refused(ctx, msg.payload, exc)
             return
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, StoreError) as exc:
             # Without a durable nonce we cannot prove it is not a replay: refuse.
             self._refused(ctx, msg.payload, CommandRefused("cmd.store_unavailable", str(exc)))
             return
@@ -430,7 +465,11 @@ class CommandService:
         if conn is not None:
             try:
                 with conn:
-                    conn.execute("DELETE FROM nonces WHERE expires_at < ?", (now_ms(),))
+                    # Against the high-water, not the clock (which may have jumped ahead): a command
+                    # whose nonce goes is older than the newest accepted minus the skew, so cmd.too_old.
+                    skew_ms = int(self.agent.cfg.commands.max_clock_skew_s * 1000)
+                    conn.execute("DELETE FROM nonces WHERE expires_at < (SELECT value FROM counters WHERE name = ?) - ?",
+                                 (ISSUED_COUNTER, skew_ms))
                     conn.execute("DELETE FROM command_audit WHERE id <= (SELECT MAX(id) FROM command_audit) - ?",
                                  (AUDIT_KEEP,))
             except sqlite3.Error as exc:
@@ -463,9 +502,16 @@ def log_task_failure(task: asyncio.Future[Any]) -> None:
         log.error("command task failed", exc_info=task.exception())
 
 
-def reboot_command() -> list[str]:
-    """``systemctl reboot`` unless ``KIOSK_REBOOT_COMMAND`` says otherwise (tests, other inits)."""
-    return shlex.split(os.environ.get("KIOSK_REBOOT_COMMAND", "systemctl reboot"))
+def reboot_command(simulated: bool = False) -> list[str] | None:
+    """``systemctl reboot`` unless ``KIOSK_REBOOT_COMMAND`` says otherwise (tests, other inits).
+
+    None on the sim backend without an override: a simulated kiosk reboots
+    inside the simulation, never the host it runs on.
+    """
+    override = os.environ.get("KIOSK_REBOOT_COMMAND")
+    if override is None and simulated:
+        return None
+    return shlex.split(override or "systemctl reboot")
 
 
 def _peek(raw: bytes, topic_name: str) -> tuple[str | None, str | None, Any]:
@@ -603,6 +649,20 @@ async def _print_test_page(svc: CommandService, cmd: Verified, ctx: Context) -> 
     return {"printed": True, **(_jsonable(info) if isinstance(info, dict) else {})}
 
 
+async def _ack_alarm(svc: CommandService, cmd: Verified, ctx: Context) -> dict[str, Any]:
+    """Clear a latched alarm (tamper) whose cause has gone; the clear names the key that acknowledged it."""
+    from agent.alarms import AlarmCausePresent, AlarmNotLatched
+    alarms = svc.agent.alarms
+    if alarms is None:
+        raise CommandFailed("cmd.unavailable", "alarms are not running")
+    code = cmd.args["code"]
+    try:
+        alarm = alarms.acknowledge(code, by=cmd.operator.id)
+    except (AlarmNotLatched, AlarmCausePresent) as exc:
+        raise CommandFailed(exc.code, str(exc)) from None
+    return {"code": code, "cleared": True, "since": alarm.since, "device": alarm.device}
+
+
 async def _collect_logs(svc: CommandService, cmd: Verified, ctx: Context) -> dict[str, Any]:
     lines = LogRing.install().tail(int(cmd.args.get("lines", 200)))
     return {"lines": lines, "count": len(lines)}
@@ -617,9 +677,18 @@ async def _wait_no_session(svc: CommandService, cmd: Verified, ctx: Context) -> 
         await asyncio.sleep(0.25)
 
 
-async def _reboot(svc: CommandService, cmd: Verified, ctx: Context) -> dict[str, Any]:
+async def _reboot(svc: CommandService, cmd: Verified, ctx: Context) -> dict[str, Any] | None:
     await _wait_no_session(svc, cmd, ctx)
-    argv = reboot_command()
+    peripherals = svc.agent.peripherals
+    argv = reboot_command(simulated=bool(peripherals is not None and peripherals.backend.simulated))
+    if argv is None:
+        log.warning("simulated reboot on command from %s (hal.backend = sim: the host is not rebooted)",
+                    ctx.key_id)
+        svc.counters["succeeded"] += 1
+        await svc.result(ctx, "succeeded", result={"rebooting": True, "simulated": True}, wait=5.0)
+        await svc.sender.drain(5.0)
+        svc.agent.request_restart(new_boot=True, force=bool(cmd.args.get("force")))
+        return None
     log.warning("rebooting on command from %s: %s", ctx.key_id, " ".join(argv))
     svc.commit()        # the SIGTERM the reboot brings must not lose its result
     try:
@@ -697,6 +766,6 @@ async def _firmware_update(svc: CommandService, cmd: Verified, ctx: Context) -> 
 
 HANDLERS: dict[str, Handler] = {
     "ping": _ping, "get-health": _get_health, "selftest": _selftest, "set-mode": _set_mode,
-    "print-test-page": _print_test_page, "collect-logs": _collect_logs, "reboot": _reboot,
+    "print-test-page": _print_test_page, "collect-logs": _collect_logs, "ack-alarm": _ack_alarm, "reboot": _reboot,
     "restart-agent": _restart_agent, "update-config": _update_config, "firmware-update": _firmware_update,
 }

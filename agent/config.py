@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import ssl
 import tomllib
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -25,11 +26,13 @@ from urllib.parse import urlsplit
 
 from agent.errors import ConfigError
 
-__all__ = ["Config", "load_config", "parse_config", "SERIAL_DEVICES", "DEFAULT_SIM_CONFIG"]
+__all__ = ["Config", "load_config", "parse_config", "SERIAL_DEVICES", "DEFAULT_SIM_CONFIG", "DEFAULT_CONFIG",
+           "tls_context", "deployment_warnings"]
 
 SERIAL_DEVICES = ("idcard", "printer", "scanner", "coproc")
 MODES = ("in_service", "maintenance", "out_of_service")
 DEFAULT_SIM_CONFIG = Path(__file__).with_name("data") / "sim.toml"
+DEFAULT_CONFIG = Path("/etc/kiosk-agent/agent.toml")      # what the service runs with
 
 # MQTT topic levels and client ids: no wildcards, no separators (CVE-2017-7650).
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
@@ -198,6 +201,9 @@ class ServiceConfig:
     offline: bool = False
     mail_document: bool = False
     face_legal_basis: str | None = None   # a recorded legal basis lets the face photo be sealed
+    # "purpose": the receipt is what the citizen came for, so the service is not
+    # offered while the printer cannot print; "secondary": the service goes on.
+    receipt: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -346,12 +352,12 @@ def _table(raw: Any, key: str, spec: Mapping[str, tuple[Check, bool]]) -> dict[s
     return out
 
 
-def _mqtt(raw: Any, kiosk_id: str) -> MqttConfig:
+def _mqtt(raw: Any, kiosk_id: str, base: Path) -> MqttConfig:
     raw_dict = raw if isinstance(raw, dict) else {}
     tls_raw = raw_dict.get("tls") if isinstance(raw_dict, dict) else None
     fields = _table({k: v for k, v in raw_dict.items() if k != "tls"} if isinstance(raw, dict) else raw,
                     "mqtt", _MQTT)
-    tls = TlsConfig(**_table(tls_raw, "mqtt.tls", _TLS))
+    tls = TlsConfig(**{name: base / path for name, path in _table(tls_raw, "mqtt.tls", _TLS).items()})
     url = fields["url"]
     parts = urlsplit(url)
     if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname or parts.path not in ("", "/") \
@@ -390,10 +396,12 @@ def _devices(raw: Any) -> DevicesConfig:
 
 
 STEP_KINDS = ("read_id", "capture_photo", "confirm", "print_receipt", "scan_payment", "capture_address")
+RECEIPT_ROLES = ("purpose", "secondary")
 _SERVICE = {"id": (_string(_NAME, "lower-case letters, digits, '-' or '_'"), True),
             "name_zh": (_string(), True), "name_en": (_string(), True),
             "steps": (lambda _k, v: v, True), "offline": (_boolean, False),
-            "mail_document": (_boolean, False), "face_legal_basis": (_string(), False)}
+            "mail_document": (_boolean, False), "face_legal_basis": (_string(), False),
+            "receipt": (_choice(*RECEIPT_ROLES), False)}
 _STEP = {"kind": (_choice(*STEP_KINDS), True), "timeout_s": (_number(1, 3600), True)}
 _OPERATOR = {"id": (_string(_NAME, "lower-case letters, digits, '-' or '_'"), True),
              "public_key": (lambda k, v: _key32(k, v, "Ed25519"), True),
@@ -444,6 +452,12 @@ def _services(raw: Any) -> tuple[ServiceConfig, ...]:
         if fields["id"] in seen:
             raise ConfigError(f"services[{i}].id", fields["id"], "an id not used by another service")
         seen.add(fields["id"])
+        prints = any(step.kind == "print_receipt" for step in steps)
+        if fields.get("receipt") is not None and not prints:
+            raise ConfigError(f"services[{i}].receipt", fields["receipt"], "no receipt key: the service has no "
+                              "print_receipt step")
+        if prints:
+            fields.setdefault("receipt", "secondary")
         services.append(ServiceConfig(steps=steps, **fields))
     return tuple(services)
 
@@ -477,7 +491,7 @@ def parse_config(data: Mapping[str, Any], source: Path | None = None) -> Config:
     storage["dir"] = (base / storage["dir"]).resolve()
     return Config(
         kiosk=kiosk,
-        mqtt=_mqtt(data["mqtt"], kiosk.id),
+        mqtt=_mqtt(data["mqtt"], kiosk.id, base),
         storage=StorageConfig(**storage),
         hal=HalConfig(**_table(data["hal"], "hal", _HAL)),
         health=HealthConfig(**_table(data.get("health"), "health", _HEALTH)),
@@ -492,6 +506,59 @@ def parse_config(data: Mapping[str, Any], source: Path | None = None) -> Config:
         source=source,
         raw=data,
     )
+
+
+def _cannot(exc: BaseException) -> str:
+    if isinstance(exc, ssl.SSLError):
+        return exc.reason or str(exc)
+    if isinstance(exc, OSError):
+        return exc.strerror or str(exc)
+    return str(exc)
+
+
+def tls_context(mqtt: MqttConfig) -> ssl.SSLContext:
+    """The client TLS context for ``mqtt``; ConfigError naming the key and the file that cannot be loaded.
+
+    Used by the uplink at every connect and by ``check-config``, so both
+    read the files the same way.
+    """
+    tls = mqtt.tls
+    for key, path in (("mqtt.tls.ca_file", tls.ca_file), ("mqtt.tls.cert_file", tls.cert_file),
+                      ("mqtt.tls.key_file", tls.key_file)):
+        if path is not None:
+            try:
+                with open(path, "rb"):
+                    pass
+            except OSError as exc:
+                raise ConfigError(key, str(path), "a readable PEM file",
+                                  problem=f"cannot read {path} ({_cannot(exc)})") from exc
+    try:
+        ctx = ssl.create_default_context(cafile=str(tls.ca_file) if tls.ca_file else None)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError("mqtt.tls.ca_file", str(tls.ca_file), "a PEM file of CA certificates",
+                          problem=f"cannot load {tls.ca_file} ({_cannot(exc)})") from exc
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    if tls.cert_file and tls.key_file:
+        try:
+            ctx.load_cert_chain(str(tls.cert_file), str(tls.key_file))
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError("mqtt.tls.cert_file", str(tls.cert_file),
+                              "a PEM certificate and the unencrypted PEM key that matches it",
+                              problem=f"cannot load {tls.cert_file} with {tls.key_file} ({_cannot(exc)})") from exc
+    return ctx
+
+
+def deployment_warnings(cfg: Config) -> list[str]:
+    """What is valid but unsafe on a production kiosk, one line each, naming the key."""
+    if cfg.kiosk.mode != "production":
+        return []
+    if not cfg.mqtt.tls_enabled:
+        return [("mqtt.url: plain mqtt:// on a production kiosk; the link is neither encrypted nor "
+                 "authenticated (use mqtts:// with a client certificate)")]
+    if cfg.mqtt.tls.cert_file is None:
+        return [("mqtt.tls.cert_file: not set on a production kiosk; without a client certificate the "
+                 "broker cannot tell this kiosk from another (mutual TLS)")]
+    return []
 
 
 def load_config(path: Path) -> Config:

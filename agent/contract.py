@@ -22,12 +22,15 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-__all__ = ["CONTRACT_VERSION", "ROOT", "Topics", "envelope", "encode", "decode", "schema",
-           "validate", "SCHEMA_DIR", "now_ms", "parse_topic"]
+__all__ = ["CONTRACT_VERSION", "ROOT", "Topics", "envelope", "encode", "decode", "loads_strict",
+           "DuplicateKey", "schema", "validate", "SCHEMA_DIR", "now_ms", "parse_topic", "TX_ACK_MAX_BYTES"]
 
 CONTRACT_VERSION = 1
 ROOT = "kiosk/v1"
 SCHEMA_DIR = Path(__file__).with_name("schemas")
+# The largest ``tx/ack`` worth reading: 10,000 ids (the most one ack may
+# name) of uuid4 hex are about 350 KB. Anything bigger is dropped unread.
+TX_ACK_MAX_BYTES = 512 * 1024
 
 
 def now_ms() -> int:
@@ -102,8 +105,45 @@ def encode(payload: dict[str, Any]) -> bytes:
     return json.dumps(payload, separators=(",", ":"), sort_keys=True, ensure_ascii=False).encode("utf-8")
 
 
+class DuplicateKey(ValueError):
+    """A JSON object names one key twice.
+
+    Python keeps the last value, other parsers the first: a signed document
+    with a duplicate could mean one thing to the signer and another here.
+    """
+
+    code = "contract.duplicate_key"
+
+
+def _refuse_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    doc: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in doc:
+            raise DuplicateKey(f"duplicate key {key[:40]!r}")
+        doc[key] = value
+    return doc
+
+
+def loads_strict(data: bytes | str) -> Any:
+    """``json.loads`` that refuses duplicate keys at any depth (every signed document is read with it).
+
+    Raises ValueError (DuplicateKey, json.JSONDecodeError, UnicodeDecodeError, or
+    too deep a nesting, which json reports as RecursionError).
+
+    >>> loads_strict(b'{"a": 1, "a": 2}')
+    Traceback (most recent call last):
+    ...
+    agent.contract.DuplicateKey: duplicate key 'a'
+    """
+    text = data.decode("utf-8") if isinstance(data, (bytes, bytearray)) else data
+    try:
+        return json.loads(text, object_pairs_hook=_refuse_duplicates)
+    except RecursionError:
+        raise ValueError("JSON nested too deeply") from None
+
+
 def decode(data: bytes) -> Any:
-    return json.loads(data.decode("utf-8"))
+    return loads_strict(data)
 
 
 @lru_cache(maxsize=None)

@@ -7,7 +7,10 @@
 Signals: SIGTERM/SIGINT publish the offline state, close the store and exit
 0 within 5 s; SIGHUP reloads the configuration (a broken file is refused
 and the running one stays; settings that cannot change in place restart
-the components in-process). Under systemd: ``READY=1`` once every component
+the components in-process, after the citizen session if one is active).
+A start that fails on a configuration a remote apply just installed
+restores the confirmed file and starts again (``remoteconfig.restore_confirmed``).
+Under systemd: ``READY=1`` once every component
 is up (the broker need not be reachable: the kiosk serves offline),
 ``STATUS=`` lines, ``WATCHDOG=1`` from the loop itself so a hung loop is
 caught, ``STOPPING=1``.
@@ -21,6 +24,7 @@ import importlib
 import logging
 import platform
 import signal
+import sqlite3
 import time
 import uuid
 from typing import Any
@@ -28,7 +32,7 @@ from typing import Any
 from agent import __version__
 from agent.alarms import Alarms
 from agent.config import Config, load_config
-from agent.contract import CONTRACT_VERSION, Topics, encode, envelope
+from agent.contract import CONTRACT_VERSION, TX_ACK_MAX_BYTES, Topics, encode, envelope, now_ms
 from agent.errors import AgentError, ConfigError, StoreError
 from agent.journal import Journal, synthetic_load
 from agent.keys import load_or_create
@@ -40,6 +44,7 @@ from agent.simcontrol import SimControl, socket_path
 from agent.store import Store
 from agent.uplink import Uplink
 from hal.device import DeviceEvent
+from hal.exc import HalError
 
 __all__ = ["Agent", "HOT_RELOADABLE"]
 
@@ -62,7 +67,9 @@ STOP_DRAIN_S = 2.0
 
 # Tables whose change applies in place on SIGHUP; any other change restarts
 # the components in-process (the process, its PID and its watchdog stay).
-HOT_RELOADABLE = ("health", "logging", "sim")
+# ``commands`` is read afresh for every message, so it needs no restart.
+HOT_RELOADABLE = ("health", "logging", "sim", "commands")
+SESSION_POLL_S = 0.25
 
 
 class Agent:
@@ -92,6 +99,10 @@ class Agent:
         self.event_listeners: list[Any] = []
         self.exit_code = 0   # restart-agent sets 75 so systemd restarts the service
         self._system_timer: asyncio.TimerHandle | None = None
+        self.components_started_ms = 0
+        self._new_boot = False          # a simulated reboot: the next start gets a new boot id
+        self._restart_wanted = False    # request_restart: restart even if the file needs none
+        self._deferred: asyncio.Task[None] | None = None
 
     # -- top level ------------------------------------------------------------
 
@@ -101,21 +112,44 @@ class Agent:
         loop.add_signal_handler(signal.SIGINT, self.request_stop)
         loop.add_signal_handler(signal.SIGHUP, self.request_reload)
         self._start_watchdog()
+        retried_damage = False
         try:
             while True:
-                async with contextlib.AsyncExitStack() as stack:
-                    await self._start_components(stack)
-                    notify("READY=1", f"STATUS=serving as {self.cfg.kiosk.id}")
-                    await self._serve_until_stop_or_restart()
-                    if self._stop.is_set():
-                        notify("STOPPING=1", "STATUS=stopping")
+                serving = False
+                try:
+                    async with contextlib.AsyncExitStack() as stack:
+                        self.components_started_ms = now_ms()
+                        await self._start_components(stack)
+                        serving = True
+                        notify("READY=1", f"STATUS=serving as {self.cfg.kiosk.id}")
+                        await self._serve_until_stop_or_restart()
+                        if self._stop.is_set():
+                            notify("STOPPING=1", "STATUS=stopping")
+                except (AgentError, HalError, OSError) as exc:
+                    if serving or not self._restore_confirmed_config(exc):
+                        raise
+                    continue
+                except sqlite3.DatabaseError as exc:
+                    # Damage the start-up path did not check for (the last stop was clean). The
+                    # store was closed without its clean-stop marker, so opening it again checks
+                    # it, sets it aside and salvages it.
+                    if serving or retried_damage:
+                        raise
+                    retried_damage = True
+                    log.error("store damaged (%s); starting again with a full check", exc)
+                    continue
                 if self._stop.is_set():
                     return self.exit_code
-                assert self._reload is not None
                 log.info("restarting components with the reloaded configuration")
-                self._apply_config(self._reload)
+                if self._new_boot:
+                    self.boot_id, self._new_boot = uuid.uuid4().hex, False
+                self._restart_wanted = False
+                if self._reload is not None:
+                    self._apply_config(self._reload)
                 self._reload = None
         finally:
+            if self._deferred is not None:
+                self._deferred.cancel()
             if self._watchdog is not None:
                 self._watchdog.cancel()
             for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
@@ -124,6 +158,59 @@ class Agent:
     def request_stop(self) -> None:
         log.info("stop requested")
         self._stop.set()
+        self._reload_requested.set()
+
+    def _restore_confirmed_config(self, exc: BaseException) -> bool:
+        """A start failed: if a remote apply put this file here, go back to the confirmed one."""
+        from agent.remoteconfig import restore_confirmed
+
+        code = getattr(exc, "code", exc.__class__.__name__)
+        log.error("start failed (%s): %s", code, exc)
+        if self.cfg.source is None or not restore_confirmed(self.cfg, f"{code}: {exc}"):
+            return False
+        try:
+            restored = load_config(self.cfg.source)
+        except ConfigError as err:
+            log.error("the confirmed configuration no longer loads: %s", err)
+            return False
+        self._apply_config(restored)
+        self._reload = None
+        notify("STATUS=configuration rolled back after a failed start")
+        return True
+
+    @property
+    def restart_pending(self) -> bool:
+        """Components are about to restart (possibly deferred until a session ends)."""
+        return self._reload is not None
+
+    def session_active(self) -> bool:
+        """A citizen is being served (or the simulator's session_hook says so)."""
+        engine = self.components.get("SessionEngine")
+        commands = self.components.get("CommandService")
+        return (engine is not None and getattr(engine, "session", None) is not None) \
+            or bool(getattr(commands, "sim_session", False))
+
+    def request_restart(self, *, new_boot: bool = False, force: bool = False) -> None:
+        """Restart the components in-process with the configuration in force (a simulated reboot)."""
+        self._new_boot = self._new_boot or new_boot
+        self._restart_wanted = True
+        self._schedule_restart(self._reload or self.cfg, force=force)
+
+    def _schedule_restart(self, new: Config, *, force: bool = False) -> None:
+        self._reload = new
+        if force or not self.session_active():
+            self._reload_requested.set()
+            return
+        # A restart ends the citizen's session with "shutdown": wait for it to end.
+        log.warning("component restart deferred until the citizen session ends")
+        notify("STATUS=restart deferred until the citizen session ends")
+        if self._deferred is None or self._deferred.done():
+            self._deferred = asyncio.ensure_future(self._restart_after_session())
+
+    async def _restart_after_session(self) -> None:
+        while self.session_active() and not self._stop.is_set():
+            await asyncio.sleep(SESSION_POLL_S)
+        log.info("citizen session over: restarting the components")
         self._reload_requested.set()
 
     def request_reload(self) -> None:
@@ -143,9 +230,15 @@ class Agent:
         log.info("configuration reloaded; changed: %s", ", ".join(changed) or "nothing")
         if all(name in HOT_RELOADABLE for name in changed):
             self._apply_config(new)
+            if self._restart_wanted:
+                self._reload = new      # still restarting (a simulated reboot), with this file
+            elif self._reload is not None:
+                # A deferred restart for an earlier file is moot: this one needs none.
+                self._reload = None
+                if self._deferred is not None:
+                    self._deferred.cancel()
             return
-        self._reload = new
-        self._reload_requested.set()
+        self._schedule_restart(new)
 
     def _apply_config(self, new: Config) -> None:
         self.cfg = new
@@ -165,7 +258,7 @@ class Agent:
     async def _start_components(self, stack: contextlib.AsyncExitStack) -> None:
         cfg = self.cfg
         self.store = Store.open(cfg.storage.dir)
-        stack.callback(self._close_store)
+        stack.push(self._close_store)
 
         self.alarms = Alarms(cfg.kiosk.id, self.topics, self._send_reliable, on_change=self._health_changed,
                              conn=self.store.conn)
@@ -195,7 +288,7 @@ class Agent:
                              max_bytes=cfg.storage.outbox_max_mb * 2**20,
                              min_free_bytes=cfg.storage.min_free_mb * 2**20, on_alarm=self._outbox_alarm)
         self.components.update(Journal=self.journal, Outbox=self.outbox)
-        self.uplink.subscribe(self.topics.tx_ack, self.journal.on_tx_ack)
+        self.uplink.subscribe(self.topics.tx_ack, self.journal.on_tx_ack, max_bytes=TX_ACK_MAX_BYTES)
         self.health.sections["outbox"] = lambda: {**self.outbox.stats(), "pending": self.outbox.pending_count(),
                                                   "tx": self.journal.stats()}
         components = [(spec.rsplit(":", 1)[1], _load_component(spec)(self)) for spec in COMPONENTS]
@@ -265,9 +358,10 @@ class Agent:
         if self.alarms is not None:
             self.alarms.set(code, active, detail, device=OUTBOX)
 
-    def _close_store(self) -> None:
+    def _close_store(self, exc_type: type[BaseException] | None = None, *_exc: Any) -> None:
         if self.store is not None:
-            self.store.close()
+            # Unwound by an error: no clean-stop marker, so the next open checks the file.
+            self.store.close(clean=exc_type is None)
             self.store = None
 
     async def _stop_uplink(self) -> None:
@@ -310,6 +404,17 @@ class Agent:
         self.uplink.publish(self.topics.state, encode(self.birth()), qos=1, retain=True)
         self.health.publish_now("change")
         notify(f"STATUS=connected to {self.cfg.mqtt.host}:{self.cfg.mqtt.port}")
+        self._after_first_connect()
+
+    def _after_first_connect(self) -> None:
+        """Store upkeep kept off the start-up path; each runs once per store (agent/store.py, agent/alarms.py)."""
+        assert self.store is not None and self.alarms is not None and self.uplink is not None
+        # A damaged file: restarting the components reopens the store, which then checks it
+        # on the start-up path (no clean-stop marker), sets it aside, salvages it and raises
+        # store_corrupt saying what was kept.
+        self.store.check_in_background(lambda _problem: self.request_restart())
+        sweep = asyncio.ensure_future(self.alarms.sweep_retained(self.uplink))
+        sweep.add_done_callback(lambda f: f.cancelled() or f.exception())
 
     # -- sending --------------------------------------------------------------
 

@@ -8,9 +8,9 @@ broker, nor queued without being on disk.
 
 **Record** (published on ``tx``, byte for byte as stored)::
 
-    {"data": {...the transaction...}, "id": "<uuid4 hex>", "kid": "<key id>",
-     "kiosk": "k-0001", "prev": "<64 hex>", "seq": 42, "sig": "<base64>",
-     "ts": 1763890000000, "v": 1}
+    {"data": {...the transaction...}, "epoch": "<32 hex>", "id": "<uuid4 hex>",
+     "kid": "<key id>", "kiosk": "k-0001", "prev": "<64 hex>", "seq": 42,
+     "sig": "<base64>", "ts": 1763890000000, "v": 1}
 
 **Canonical encoding**: JSON, keys sorted at every depth, separators ``,``
 and ``:``, no whitespace, non-ASCII as UTF-8 (not escaped), NaN/Infinity
@@ -26,6 +26,15 @@ starts at 1 and grows by exactly 1; ``prev`` of record n is the hash of
 record n-1; ``prev`` of seq 1 is 64 zeros (``GENESIS``). Because ``prev``
 covers the signed payload, changing, dropping or reordering any record
 breaks every later link, and ``verify_chain`` names the first break.
+
+**Epoch**: 128 random bits (hex), made with the journal and kept with it
+(``agent_settings``) and beside it (``continuity.json``). ``(epoch, seq)``
+is never reused: a store that is lost (truncated, destroyed, nothing
+salvaged) takes its epoch with it, and the new journal starts a new epoch at
+seq 1 whose first record is ``data = {"type": "epoch", "reason":
+"store_lost", "prev_epoch", "prev_last_seq", "prev_last_seq_exact"}``, so
+the back office is told which chain ended where instead of seeing seq 1
+again with new ids. ``verify_epochs`` checks a stream epoch by epoch.
 
     journal = Journal(store, key, "k-0001", fleet="north")
     rec = await journal.record({"service": "pension-print", "outcome": "completed"})
@@ -55,17 +64,18 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PublicKey,
 )
 
-from agent.contract import CONTRACT_VERSION, Topics
+from agent.contract import CONTRACT_VERSION, Topics, loads_strict
 from agent.errors import AgentError
 from agent.keys import fast_signer, key_id
 from agent.salvage import REQUEUE_COUNTER, SEQ_COUNTER
 from agent.signing import KIND_ACK, verify
-from agent.store import Job, Store, insert_rows, store_error
+from agent.store import Job, Store, get_setting, insert_rows, store_error
 
 __all__ = [
     "GENESIS",
     "SIGN_TAG",
     "ChainReport",
+    "EpochReport",
     "Journal",
     "JournalError",
     "JournalRecord",
@@ -74,6 +84,7 @@ __all__ = [
     "record_hash",
     "synthetic_load",
     "verify_chain",
+    "verify_epochs",
     "verify_record",
 ]
 
@@ -83,6 +94,8 @@ GENESIS = "0" * 64
 SIGN_TAG = b"kiosk-agent/v1/tx\n"
 MAX_ACK_IDS = 10_000
 PRUNE_BATCH = 5_000     # rows per delete: keeps each commit short on an SD card
+EPOCH_SETTING = "journal_epoch"
+NOTE_SEQ_EVERY_S = 60.0     # how stale continuity.json's last_seq may be after a crash
 
 
 class JournalError(AgentError):
@@ -124,16 +137,16 @@ def _json_string(text: str) -> str:
     return json.dumps(text, ensure_ascii=False)
 
 
-def _sign_record(sign: Callable[[bytes], bytes], kid: str, kiosk: str, seq: int, prev: str,
+def _sign_record(sign: Callable[[bytes], bytes], kid: str, kiosk: str, epoch: str, seq: int, prev: str,
                  data: bytes, record_id: str, ts: int) -> JournalRecord:
     """Build the canonical bytes directly (hot path): ``data`` is already canonical.
 
-    Keys in canonical order: data, id, kid, kiosk, prev, seq, sig, ts, v; the
-    values are hex strings, integers and the kiosk id (JSON-escaped), so
-    splicing is exactly ``canonical()`` -- a test checks it.
+    Keys in canonical order: data, epoch, id, kid, kiosk, prev, seq, sig, ts,
+    v; the values are hex strings, integers and the kiosk id (JSON-escaped),
+    so splicing is exactly ``canonical()`` -- a test checks it.
     """
-    head = b'{"data":' + data + (',"id":"%s","kid":"%s","kiosk":%s,"prev":"%s","seq":%d' % (
-        record_id, kid, _json_string(kiosk), prev, seq)).encode("utf-8")
+    head = b'{"data":' + data + (',"epoch":"%s","id":"%s","kid":"%s","kiosk":%s,"prev":"%s","seq":%d' % (
+        epoch, record_id, kid, _json_string(kiosk), prev, seq)).encode("utf-8")
     tail = b',"ts":%d,"v":%d}' % (ts, CONTRACT_VERSION)
     sig = base64.b64encode(sign(SIGN_TAG + head + tail))
     payload = head + b',"sig":"' + sig + b'"' + tail
@@ -146,7 +159,7 @@ def verify_record(payload: bytes, public_key: Ed25519PublicKey | Mapping[str, Ed
     Returns the record; raises ValueError naming what is wrong.
     """
     try:
-        rec = json.loads(payload)
+        rec = loads_strict(payload)
     except (ValueError, UnicodeDecodeError) as exc:
         raise ValueError(f"not JSON: {exc}") from None
     if not isinstance(rec, dict) or not isinstance(rec.get("sig"), str):
@@ -222,6 +235,54 @@ def verify_chain(records: Iterable[bytes], public_key: Ed25519PublicKey | Mappin
     return ChainReport(True, count, last_seq, last_hash)
 
 
+@dataclasses.dataclass
+class EpochReport:
+    """One epoch of a stream (:func:`verify_epochs`): its chain and, if it says so, what it followed."""
+
+    epoch: str | None                  # None: records from before epochs existed
+    indexes: list[int]                 # positions of its records in the stream
+    chain: ChainReport
+    start: dict[str, Any] | None = None     # data of its opening "epoch" record (after a lost store)
+
+    @property
+    def break_index(self) -> int | None:
+        """Position in the stream of the first bad record."""
+        at = self.chain.break_at
+        return None if at is None else self.indexes[min(at, len(self.indexes) - 1)]
+
+
+def verify_epochs(records: Iterable[bytes], public_key: Ed25519PublicKey | Mapping[str, Ed25519PublicKey],
+                  *, prev: str | None = None, first_seq: int | None = None) -> list[EpochReport]:
+    """:func:`verify_chain` per epoch, in the order epochs first appear.
+
+    Each epoch's records must be in seq order. The first epoch may be a
+    tail (``prev`` / ``first_seq``); a later one must start at seq 1, where
+    a journal started after a lost store says so in its first record.
+    """
+    groups: dict[str | None, list[tuple[int, bytes]]] = {}
+    for index, payload in enumerate(records):
+        try:
+            epoch = json.loads(payload).get("epoch")
+        except (ValueError, AttributeError):
+            epoch = next(reversed(groups), None)      # unreadable: its neighbours' chain names it
+        groups.setdefault(epoch if isinstance(epoch, str) else None, []).append((index, payload))
+    out = []
+    for number, (epoch, items) in enumerate(groups.items()):
+        payloads = [p for _i, p in items]
+        first = number == 0
+        chain = verify_chain(payloads, public_key, prev=prev if first else None,
+                             first_seq=first_seq if first else None)
+        start = None
+        try:
+            data = json.loads(payloads[0]).get("data")
+            if isinstance(data, dict) and data.get("type") == "epoch":
+                start = data
+        except (ValueError, AttributeError):
+            pass
+        out.append(EpochReport(epoch, [i for i, _p in items], chain, start))
+    return out
+
+
 class _RecordJob(Job):
     durable = True
 
@@ -241,7 +302,7 @@ class _RecordJob(Job):
         j = jobs[0].journal
         records = []
         for job in jobs:
-            rec = _sign_record(j.sign, j.kid, j.kiosk, j.head_seq + 1, j.head_hash, job.data,
+            rec = _sign_record(j.sign, j.kid, j.kiosk, j.epoch, j.head_seq + 1, j.head_hash, job.data,
                                j._next_id(), int(time.time() * 1000))
             job.saved = (j.head_seq, j.head_hash)
             j.head_seq, j.head_hash = rec.seq, rec.hash
@@ -315,7 +376,7 @@ def ack_document(kiosk: str, ids: list[str], *, ts_ms: int | None = None) -> dic
 
 def verify_ack(payload: bytes, kiosk: str, keys: Iterable[bytes]) -> list[str]:
     """The ids of a ``tx/ack`` signed by one of ``keys`` for ``kiosk``; ValueError naming what is wrong."""
-    doc = json.loads(payload)
+    doc = loads_strict(payload)     # signed: a duplicate key could read differently elsewhere
     ids = _ack_ids(doc)
     if "sig" not in doc:
         raise ValueError("unsigned; this kiosk trusts only acks signed with evidence.ack_public_keys")
@@ -328,7 +389,7 @@ def verify_ack(payload: bytes, kiosk: str, keys: Iterable[bytes]) -> list[str]:
 
 def parse_ack(payload: bytes) -> list[str]:
     """The ids of a ``tx/ack`` payload (``{"v":1,"ts":...,"ids":[...]}``); ValueError if malformed."""
-    return _ack_ids(json.loads(payload))
+    return _ack_ids(loads_strict(payload))
 
 
 def _ack_ids(doc: Any) -> list[str]:
@@ -358,6 +419,8 @@ class Journal:
         self.head_seq: int = max(int(row[0]) if row else 0, store.counter(SEQ_COUNTER))
         self.head_hash: str = str(row[1]) if row else GENESIS
         self._ids, self._id_at = b"", 0
+        self._seq_noted_at = time.monotonic()
+        self.epoch = self._open_epoch(row)
         self._ack_listeners: list[Callable[[list[str]], Any]] = []
         self.recorded = 0
         # An ack deletes sealed evidence: with keys configured only a signed
@@ -387,6 +450,71 @@ class Journal:
             raise store_error(exc, "requeue after salvage") from exc
         log.warning("queued %d unacknowledged records again after the store salvage", cur.rowcount)
         return int(cur.rowcount)
+
+    def _open_epoch(self, head: Any) -> str:
+        """The journal's epoch: kept, recovered from the newest record, or new (announced after a loss)."""
+        store, conn = self.store, self.store.conn
+        if store.journal_epoch is not None:        # decided by an earlier Journal on this open
+            return store.journal_epoch
+        side = store.continuity
+        epoch = get_setting(conn, EPOCH_SETTING)
+        salvaged_seq = store.salvage.highest_seq if store.salvage is not None else 0
+        if store.recovered_from is not None and not salvaged_seq:
+            epoch = None        # its seqs are unknown: going on would hand them out again
+        if epoch is None and head is not None and store.recovered_from is not None:
+            newest = json.loads(conn.execute("SELECT payload FROM journal WHERE seq = ?", (head[0],)).fetchone()[0])
+            epoch = newest.get("epoch") if isinstance(newest.get("epoch"), str) else None
+        if epoch is not None:
+            self._note_epoch(epoch, announce=None)
+            return epoch
+        epoch = os.urandom(16).hex()
+        previous = side.data.get("epoch")
+        lost = store.recovered_from is not None or (previous is not None and self.head_seq == 0)
+        announce = None
+        if lost:
+            known = max(side.number("last_seq") if previous else 0, salvaged_seq)
+            announce = {"type": "epoch", "reason": "store_lost", "prev_epoch": previous if isinstance(previous, str)
+                        else None, "prev_last_seq": known or None,
+                        "prev_last_seq_exact": bool(side.data.get("clean")) and known == side.number("last_seq")}
+            log.warning("journal: the store was lost; new epoch %s after epoch %s (last seq noted: %s)",
+                        epoch, previous, known or "unknown")
+        self._note_epoch(epoch, announce=announce)
+        return epoch
+
+    def _note_epoch(self, epoch: str, *, announce: dict[str, Any] | None) -> None:
+        """Keep ``epoch`` with the journal (and its first record, if any) and in continuity.json."""
+        conn = self.store.conn
+        if announce is not None or get_setting(conn, EPOCH_SETTING) != epoch:
+            job = _RecordJob(self, canonical(announce)) if announce is not None else None
+            self.epoch = epoch
+            try:
+                with conn:
+                    conn.execute("BEGIN IMMEDIATE")
+                    conn.execute("INSERT OR REPLACE INTO agent_settings VALUES (?, ?)", (EPOCH_SETTING, epoch))
+                    if job is not None:
+                        _RecordJob.run_group(conn, [job])
+            except sqlite3.Error as exc:
+                if job is not None:
+                    job.aborted()
+                raise store_error(exc, "journal epoch") from exc
+        self.store.journal_epoch = epoch
+        side = self.store.continuity
+        if side.data.get("epoch") != epoch or side.number("last_seq") < self.head_seq:
+            try:
+                side.save(epoch=epoch, last_seq=self.head_seq, clean=False)
+            except OSError as exc:
+                log.error("%s not updated: %s", side.path, exc)
+
+    def _note_seq(self) -> None:
+        """Now and then, the head seq into continuity.json (loop thread): what a lost store's successor can say."""
+        now = time.monotonic()
+        if now - self._seq_noted_at < NOTE_SEQ_EVERY_S:
+            return
+        self._seq_noted_at = now
+        try:
+            self.store.continuity.save(last_seq=self.head_seq, clean=False)
+        except OSError as exc:
+            log.warning("%s not updated: %s", self.store.continuity.path, exc)
 
     async def record(self, tx: Mapping[str, Any]) -> JournalRecord:
         """Journal ``tx``; returns once it and its outbox row are fsynced.
@@ -418,6 +546,7 @@ class Journal:
         self.recorded += 1
         for cb in self.store.outbox_listeners:
             cb("tx", 1, len(rec.payload))
+        self._note_seq()
 
     # -- back-office acknowledgement ---------------------------------------------
 

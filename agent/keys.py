@@ -33,6 +33,7 @@ from agent.errors import AgentError
 __all__ = [
     "DEVICE_KEY_NAME",
     "KeyError_",
+    "device_key_path",
     "fast_signer",
     "key_id",
     "load_or_create",
@@ -127,16 +128,19 @@ def _write_new(path: Path, key: Ed25519PrivateKey) -> None:
         os.close(dfd)
 
 
+def device_key_path(configured: Path | None, storage_dir: Path) -> Path:
+    """Where the device key is: ``keys.signing_key``, else the one the agent makes in ``storage.dir``."""
+    return Path(configured) if configured is not None else Path(storage_dir) / DEVICE_KEY_NAME
+
+
 def load_or_create(configured: Path | None, storage_dir: Path, *, production: bool) -> Ed25519PrivateKey:
     """The configured key, else ``storage_dir/device-ed25519.pem``, made if missing.
 
     A configured path that is missing is an error (never silently replaced:
     the back office knows that key).
     """
-    if configured is not None:
-        return load_private(Path(configured))
-    path = Path(storage_dir) / DEVICE_KEY_NAME
-    if path.exists():
+    path = device_key_path(configured, storage_dir)
+    if configured is not None or path.exists():
         return load_private(path)
     Path(storage_dir).mkdir(parents=True, exist_ok=True)
     key = Ed25519PrivateKey.generate()

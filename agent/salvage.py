@@ -57,7 +57,7 @@ class SalvageReport:
 
     def summary(self) -> str:
         if self.error is not None:
-            return f"nothing salvaged ({self.error}); the journal starts again at seq 1"
+            return f"nothing salvaged ({self.error}); the journal starts a new epoch at seq 1"
         parts = []
         if self.journal_rows:
             parts.append(f"salvaged {self.journal_rows:,} journal records (seq {self.first_seq:,}-"
@@ -65,7 +65,7 @@ class SalvageReport:
         elif self.highest_seq:
             parts.append(f"no journal record salvaged; seq goes on after {self.highest_seq:,}")
         else:
-            parts.append("no journal record salvaged; the journal starts again at seq 1")
+            parts.append("no journal record salvaged; the journal starts a new epoch at seq 1")
         if self.highest_seq > (self.last_seq or 0):
             parts.append(f"seq {(self.last_seq or 0) + 1:,}-{self.highest_seq:,} lost")
         queued = self.rows.get("outbox", 0) + self.requeued

@@ -23,10 +23,11 @@ from typing import Any
 
 from agent.config import ServiceConfig
 from agent.errors import AgentError
+from hal.device import DEGRADED, OK
 from hal.protocols.scanner import mask_code
 
 __all__ = ["mask_id", "mask_reference", "s10_waybill", "dev_recipient_key", "CardFields", "DeviceIO",
-           "receipt_lines", "DeviceMissing", "DEV_KEY_NAME"]
+           "receipt_lines", "DeviceMissing", "DEV_KEY_NAME", "PrinterProblem"]
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +96,19 @@ def dev_recipient_key(cfg: Any) -> bytes | None:
 
 
 # -- devices, journal, outbox ------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class PrinterProblem:
+    """Why no receipt can be printed: the printer's stable code and its alarms."""
+
+    code: str
+    alarms: tuple[str, ...]
+    detail: str
+
+    def reason(self) -> str:
+        """What a UI shows: ``printer: paper_out`` (the alarms, else the code)."""
+        return "printer: " + (", ".join(self.alarms) if self.alarms else self.code)
+
 
 @dataclasses.dataclass
 class CardFields:
@@ -176,6 +190,22 @@ class DeviceIO:
         still = await asyncio.to_thread(camera.capture_still)
         jpeg = bytearray(still.jpeg if hasattr(still, "jpeg") else still)
         return jpeg
+
+    def printer_problem(self) -> PrinterProblem | None:
+        """Why the printer cannot print now, from its last polled status; None when it can.
+
+        ``paper_low`` still prints. ``unknown`` (not polled yet) counts as a
+        problem: a purpose receipt is only promised when the printer said yes.
+        """
+        peripherals = self.agent.peripherals
+        printer = peripherals.devices.get("printer") if peripherals is not None else None
+        if printer is None:
+            return PrinterProblem(DeviceMissing.code, (), "no printer configured")
+        status = printer.status()
+        if status.state in (OK, DEGRADED):
+            return None
+        return PrinterProblem(status.code or f"hal.printer.{status.state}", tuple(sorted(status.alarms)),
+                              status.detail or status.state)
 
     async def print_receipt(self, service: ServiceConfig, tx: dict[str, Any]) -> None:
         printer = self._device("printer")

@@ -27,7 +27,9 @@ is the component lifecycle):
 
 The receipt is printed only after the transaction is committed (fsync) to
 the journal; the print step therefore appears in the record as
-``after_commit``.
+``after_commit``, and a follow-up ``receipt`` record says how the print went
+(``printed``, ``failed`` or ``skipped``, with the printer's code). A service
+whose receipt is its purpose is refused while the printer cannot print.
 """
 
 from __future__ import annotations
@@ -50,11 +52,13 @@ from agent.sessionio import DeviceIO, dev_recipient_key, mask_id, mask_reference
 from hal.device import DeviceEvent
 
 __all__ = ["SessionEngine", "SessionError", "Busy", "NotInService", "OfflineNotAllowed", "NoSession",
-           "WrongStep", "mask_id", "mask_reference", "s10_waybill", "COMPLETED", "ABANDONED", "FAILED"]
+           "WrongStep", "PrinterUnavailable", "mask_id", "mask_reference", "s10_waybill", "COMPLETED", "ABANDONED",
+           "FAILED", "RECEIPT_PRINTED", "RECEIPT_FAILED", "RECEIPT_SKIPPED"]
 
 log = logging.getLogger(__name__)
 
 COMPLETED, ABANDONED, FAILED = "completed", "abandoned", "failed"
+RECEIPT_PRINTED, RECEIPT_FAILED, RECEIPT_SKIPPED = "printed", "failed", "skipped"
 _TICK_S = 0.25            # how often a waiting step looks at mode and door
 CARD_REMINDERS = 3
 SWEEP_INTERVAL_S = 3600.0
@@ -84,6 +88,16 @@ class OfflineNotAllowed(SessionError):
     code = "agent.session.offline"
 
 
+class PrinterUnavailable(SessionError):
+    """The service's receipt is its purpose and the printer cannot print; ``reason`` is for the UI."""
+
+    code = "agent.session.printer_unavailable"
+
+    def __init__(self, message: str, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
 class NoSession(SessionError):
     """No session is running."""
 
@@ -101,6 +115,16 @@ class _StepFailed(Exception):
         super().__init__(reason)
         self.outcome = outcome
         self.reason = reason
+
+
+class _ReceiptNotPrinted(_StepFailed):
+    """The print step ended without a receipt: ``failed`` (tried) or ``skipped`` (not tried)."""
+
+    def __init__(self, status: str, code: str, alarms: tuple[str, ...] = ()) -> None:
+        super().__init__(FAILED, f"printer: {code}")
+        self.status = status
+        self.code = code
+        self.alarms = alarms
 
 
 @dataclasses.dataclass
@@ -197,6 +221,8 @@ class SessionEngine:
         else:
             listeners.append(self.on_device_event)
         self._hook_tx_ack()
+        if getattr(self.agent, "health", None) is not None:
+            self.agent.health.sections["sessions"] = self.health_section
         self._sweep()
         peripherals = self.agent.peripherals
         if self.cfg.sim.sessions_per_minute > 0 and peripherals is not None and peripherals.backend.simulated:
@@ -241,8 +267,14 @@ class SessionEngine:
             self._listeners.remove(cb)
 
     def services(self) -> list[dict[str, Any]]:
-        """The menu: ids, names, steps (for the UI's first screen)."""
-        return self.catalogue.describe()
+        """The menu: ids, names, steps, and whether each is offered now (``available``, ``unavailable``)."""
+        menu = self.catalogue.describe()
+        problem = self.io.printer_problem()
+        for entry in menu:
+            refused = entry.get("receipt") == "purpose" and problem is not None
+            entry["available"] = not refused
+            entry["unavailable"] = problem.reason() if refused and problem is not None else None
+        return menu
 
     async def begin(self, service_id: str) -> dict[str, Any]:
         """Start a session for ``service_id``; returns ``status()``."""
@@ -261,6 +293,11 @@ class SessionEngine:
             raise OfflineNotAllowed(f"{service.id} needs the back office and the kiosk is offline")
         if self.catalogue.needs(service, "read_id") and self.recipient is None:
             raise SessionError("no evidence.recipient_public_key: ID card services are disabled")
+        if service.receipt == "purpose":
+            problem = self.io.printer_problem()
+            if problem is not None:
+                raise PrinterUnavailable(f"{service.id} is its receipt and the printer cannot print: "
+                                         f"{problem.code} ({problem.detail})", problem.reason())
         self._cancel_reminder()
         session = Session(service, steps=[_Step(s.kind, s.timeout_s) for s in service.steps])
         self.session = session
@@ -367,11 +404,16 @@ class SessionEngine:
                 try:
                     await self._do_step(session, step, committed)
                     step.status = "after_commit" if committed is not None else "done"
+                    if step.kind == "print_receipt" and committed is not None:
+                        await self._record_receipt(session, committed, RECEIPT_PRINTED)
                 except _StepFailed as exc:
                     step.status = "interrupted" if exc.reason in ("cancelled", "shutdown") else \
                         "timeout" if exc.reason.startswith("timeout") else "failed"
                     if committed is not None:      # after the commit the service is delivered
-                        self._notify({"event": "receipt_failed", "session": session.id, "reason": exc.reason})
+                        if isinstance(exc, _ReceiptNotPrinted):
+                            await self._record_receipt(session, committed, exc.status, exc.code, exc.alarms)
+                        self._notify({"event": "receipt_failed", "session": session.id, "reason": exc.reason,
+                                      "status": getattr(exc, "status", RECEIPT_FAILED)})
                         break
                     outcome, reason = exc.outcome, exc.reason
                     break
@@ -412,10 +454,18 @@ class SessionEngine:
             return
         if kind == "print_receipt":
             assert committed is not None
+            problem = self.io.printer_problem()
+            if problem is not None:
+                # Known unable: no bytes to a printer out of paper, no citizen waiting for a timeout.
+                raise _ReceiptNotPrinted(RECEIPT_SKIPPED, problem.code, problem.alarms)
             try:
                 await asyncio.wait_for(self.io.print_receipt(session.service, committed), step.timeout_s)
-            except Exception as exc:  # noqa: BLE001
-                raise _StepFailed(FAILED, f"printer: {getattr(exc, 'code', exc.__class__.__name__)}") from None
+            except asyncio.TimeoutError:
+                raise _ReceiptNotPrinted(RECEIPT_FAILED, "agent.session.print_timeout") from None
+            except Exception as exc:  # noqa: BLE001 - the printer's code goes into the receipt record
+                after = self.io.printer_problem()
+                raise _ReceiptNotPrinted(RECEIPT_FAILED, str(getattr(exc, "code", exc.__class__.__name__)),
+                                         after.alarms if after else ()) from None
             return
         if kind == "scan_payment":
             self.io.trigger_scanner(True)
@@ -527,6 +577,39 @@ class SessionEngine:
                 # The transaction is committed and stays completed; only the bundle is at risk.
                 log.error("evidence for tx %s not queued: %s: %s", tx_id, exc.code, exc)
         return {**tx, "id": tx_id, "seq": seq}
+
+    async def _record_receipt(self, session: Session, committed: dict[str, Any], status: str,
+                              code: str | None = None, alarms: tuple[str, ...] = ()) -> None:
+        """Journal how the receipt of ``committed`` went, and count it durably.
+
+        A follow-up record because the session record is already on disk
+        (signed, hash-chained) before the printer gets a byte.
+        """
+        tx = {"type": "receipt", "tx": committed["id"], "service": session.service.id,
+              "receipt": committed.get("receipt"), "role": session.service.receipt or "secondary", "status": status,
+              "code": code, "alarms": list(alarms)}
+        try:
+            self.agent.store.bump_counter(f"receipts_{status}")
+        except AgentError as exc:
+            log.error("receipt counter not stored: %s: %s", exc.code, exc)
+        try:
+            await self.io.journal_record(tx)
+        except AgentError as exc:
+            # The session record stands; only the outcome of its receipt is lost.
+            log.error("receipt record for tx %s not journalled: %s: %s", committed["id"], exc.code, exc)
+        if status != RECEIPT_PRINTED:
+            log.warning("session %s: receipt %s (%s%s)", session.id[:8], status, code,
+                        f", {', '.join(alarms)}" if alarms else "")
+            health = getattr(self.agent, "health", None)
+            if health is not None:
+                health.publish_now("change")      # the fleet sees the counter move now, not at the next period
+
+    def health_section(self) -> dict[str, Any]:
+        """Health's ``sessions``: outcomes since start, receipts since the database was created."""
+        store = self.agent.store
+        receipts = {status: store.counter(f"receipts_{status}") if store is not None else 0
+                    for status in (RECEIPT_PRINTED, RECEIPT_FAILED, RECEIPT_SKIPPED)}
+        return {**self.counts, "receipts": receipts}
 
     def _receipt_number(self) -> str:
         n = self.agent.store.bump_counter("receipt")

@@ -51,12 +51,13 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 )
 
 from agent.config import MODES, CommandsConfig, OperatorKey
+from agent.contract import loads_strict
 from agent.errors import AgentError
 
 __all__ = ["KIND_CMD", "KIND_CONFIG", "KIND_ACK", "DOMAINS", "SigningError", "canonical", "signing_input", "sign",
            "verify", "decode_sig", "public_raw", "public_b64", "new_nonce", "command_envelope",
            "config_envelope", "ENVELOPE_VERSION", "MAX_LIFETIME_MS", "CommandRefused", "Verified", "Spec",
-           "SPECS", "ROLE_COMMANDS", "verify_signed", "verify_command"]
+           "SPECS", "ROLE_COMMANDS", "verify_signed", "verify_command", "expected"]
 
 KIND_CMD = "cmd"
 KIND_CONFIG = "config"
@@ -169,7 +170,8 @@ def config_envelope(config_text: str, version: int, *, fleet: str, kiosk: str, c
 
 # -- verification policy: what a kiosk accepts (pure: no I/O, no nonce) ------------------
 
-OPERATOR_COMMANDS = frozenset({"ping", "get-health", "selftest", "set-mode", "print-test-page", "collect-logs"})
+OPERATOR_COMMANDS = frozenset({"ping", "get-health", "selftest", "set-mode", "print-test-page", "collect-logs",
+                               "ack-alarm"})
 ADMIN_COMMANDS = OPERATOR_COMMANDS | {"reboot", "restart-agent", "update-config", "firmware-update"}
 ROLE_COMMANDS = {"operator": OPERATOR_COMMANDS, "admin": ADMIN_COMMANDS}
 _NONCE_CHARS = frozenset("0123456789abcdefABCDEF-_")
@@ -187,20 +189,31 @@ class CommandRefused(AgentError):
 
 # -- argument specs ---------------------------------------------------------------
 
+def _expects(what: str, check: Callable[[Any], bool]) -> Callable[[Any], bool]:
+    """Attach the text a refusal quotes, so an operator sees what would have been valid."""
+    check.expected = what  # type: ignore[attr-defined]
+    return check
+
+
+def expected(check: Callable[[Any], bool]) -> str | None:
+    """What an argument check accepts, in words (None if it does not say)."""
+    return getattr(check, "expected", None)
+
+
 def _enum(*values: str) -> Callable[[Any], bool]:
-    return lambda v: v in values
+    return _expects("one of " + ", ".join(values), lambda v: v in values)
 
 
 def _int(low: int, high: int) -> Callable[[Any], bool]:
-    return lambda v: isinstance(v, int) and not isinstance(v, bool) and low <= v <= high
+    return _expects(f"an integer from {low} to {high}",
+                    lambda v: isinstance(v, int) and not isinstance(v, bool) and low <= v <= high)
 
 
-def _bool(v: Any) -> bool:
-    return isinstance(v, bool)
+_bool = _expects("true or false", lambda v: isinstance(v, bool))
 
 
 def _text(limit: int) -> Callable[[Any], bool]:
-    return lambda v: isinstance(v, str) and 0 < len(v) <= limit
+    return _expects(f"a string of 1 to {limit} characters", lambda v: isinstance(v, str) and 0 < len(v) <= limit)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -219,6 +232,8 @@ SPECS: dict[str, Spec] = {
     "set-mode": Spec({"mode": (_enum(*MODES), True)}, frozenset({"mode"})),
     "print-test-page": Spec(),
     "collect-logs": Spec({"lines": (_int(1, 2000), False)}, frozenset({"lines"}), exclusive=False),
+    # The latching alarms of agent.alarms.LATCHING (a test keeps the two equal).
+    "ack-alarm": Spec({"code": (_enum("tamper"), True)}, frozenset({"code"}), exclusive=False),
     "reboot": Spec({"force": (_bool, False)}, frozenset({"force"})),
     "restart-agent": Spec({"force": (_bool, False)}, frozenset({"force"})),
     "update-config": Spec({"config": (_text(1_000_000), True), "version": (_int(1, 2**53), True),
@@ -258,7 +273,7 @@ def verify_signed(raw: bytes, kind: str, cfg: CommandsConfig, *, fleet: str, kio
     if len(raw) > cfg.max_size_bytes:
         raise CommandRefused("cmd.oversized", f"{len(raw)} bytes, limit {cfg.max_size_bytes}")
     try:
-        doc = json.loads(raw.decode("utf-8"))
+        doc = loads_strict(raw)       # a duplicate key could read differently elsewhere
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise CommandRefused("cmd.malformed", f"not UTF-8 JSON: {str(exc)[:100]}") from None
     if not isinstance(doc, dict):
@@ -316,7 +331,9 @@ def verify_command(raw: bytes, topic_name: str, cfg: CommandsConfig, *, fleet: s
             raise CommandRefused("cmd.bad_arguments", f"unknown argument {str(arg)[:40]!r}")
     for arg, (check, required) in spec.args.items():
         if arg in args and not check(args[arg]):
-            raise CommandRefused("cmd.bad_arguments", f"argument {arg!r} invalid")
+            what = expected(check)
+            raise CommandRefused("cmd.bad_arguments",
+                                 f"argument {arg!r} invalid" + (f": expected {what}" if what else ""))
         if required and arg not in args:
             raise CommandRefused("cmd.bad_arguments", f"argument {arg!r} missing")
     return Verified(doc, operator)

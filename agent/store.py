@@ -14,8 +14,12 @@ Two ways in:
   commits, so the loop never waits on an fsync and N records arriving
   together cost one fsync, not N. See :class:`Writer`.
 
-At open the file is checked (``PRAGMA quick_check``). A file that fails, or
-is not a database at all, is moved aside with its ``-wal``/``-shm``
+At open the file is checked (``PRAGMA quick_check``) only when the last
+stop was not clean (no clean-stop marker: ``kill -9``, a power cut, a
+crash); after a clean stop the check runs in the background once the kiosk
+is connected (``check_in_background``), so start-up cost does not grow with
+the journal. A file that fails, or is not a database at all, is moved aside
+with its ``-wal``/``-shm``
 (``agent.db.corrupt-20261123T091500Z``; never deleted), a fresh store is
 started and ``store.recovered_from`` names the kept file, so the daemon can
 raise ``store_corrupt``. Why quick_check and not integrity_check: the
@@ -24,6 +28,14 @@ costs seconds on a Pi's SD card (start-to-connected budget: 0.7 s), while the
 damage a power cut or a dying card causes -- torn or garbage pages, broken
 b-trees, bad record formats -- is what quick_check reads every page for.
 ``Store.integrity_check()`` runs the full check on demand.
+
+What must outlive the database sits beside it in ``continuity.json``
+(:class:`Continuity`): the journal's epoch and last noted seq, and the
+replay guard's high-water (newest accepted command issue time) with the
+nonces it does not yet cover. The store also records when it was created
+(``created_ms``): a command issued before that cannot be checked against
+the nonces of a store that no longer exists. Files in ``storage.dir`` are
+0600 and directories 0700 whatever the umask.
 
     store = Store.open(Path("/var/lib/kiosk-agent"))
     bd_seq = store.bump_counter("bdSeq")
@@ -36,10 +48,12 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import datetime as dt
+import json
 import logging
 import os
 import queue
 import sqlite3
+import stat
 import threading
 import time
 from collections.abc import Callable
@@ -47,9 +61,10 @@ from pathlib import Path
 from typing import Any
 
 from agent.errors import StoreError, StoreFull
-from agent.salvage import SalvageReport, salvage
+from agent.salvage import SEQ_COUNTER, SalvageReport, salvage
 
-__all__ = ["DB_NAME", "Job", "Store", "Writer", "delete_ids", "insert_rows", "store_error"]
+__all__ = ["CONTINUITY_NAME", "DB_NAME", "Continuity", "Job", "Store", "Writer", "delete_ids", "get_setting",
+           "insert_rows", "put_setting", "store_error"]
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +73,10 @@ BUSY_TIMEOUT_MS = 10_000
 # Truncate the WAL back to this size after a checkpoint: a backlog burst
 # must not leave a big file behind on a small SD card.
 WAL_SIZE_LIMIT = 4 * 2**20
+CONTINUITY_NAME = "continuity.json"
+CREATED_COUNTER = "store_created_ms"     # wall clock when this database was (re)created
+ISSUED_COUNTER = "cmd_max_issued_at"     # the newest issue time of an accepted command (replay high-water)
+CLEAN_COUNTER = "clean_stop"             # 1 from a clean close until the next open
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS counters (
@@ -94,6 +113,7 @@ CREATE TABLE IF NOT EXISTS alarms (
     detail TEXT NOT NULL,
     device TEXT
 );
+CREATE TABLE IF NOT EXISTS agent_settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
 SQLITE_FULL = 13
@@ -106,6 +126,100 @@ def store_error(exc: BaseException, what: str) -> StoreError:
             or getattr(exc, "errno", None) == 28:
         return StoreFull(f"{what}: disk full ({exc})")
     return StoreError(f"{what}: {exc}")
+
+
+def get_setting(conn: sqlite3.Connection, key: str) -> str | None:
+    row = conn.execute("SELECT value FROM agent_settings WHERE key = ?", (key,)).fetchone()
+    return str(row[0]) if row else None
+
+
+def put_setting(conn: sqlite3.Connection, key: str, value: str | None) -> None:
+    with conn:
+        conn.execute("BEGIN IMMEDIATE")
+        if value is None:
+            conn.execute("DELETE FROM agent_settings WHERE key = ?", (key,))
+        else:
+            conn.execute("INSERT OR REPLACE INTO agent_settings VALUES (?, ?)", (key, value))
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class Continuity:
+    """What must outlive the database: a small JSON file beside it, replaced atomically (0600).
+
+    Keys: ``epoch`` and ``last_seq`` of the journal (``clean``: written by a
+    clean close, so ``last_seq`` is exact), ``max_issued_at`` and ``nonces``
+    (``{nonce: [issued_at, expires_at]}``) of the replay guard. A file that
+    cannot be read counts as absent (logged): it only ever adds protection.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.data: dict[str, Any] = self._load()
+
+    def _load(self) -> dict[str, Any]:
+        try:
+            data = json.loads(self.path.read_bytes())
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError) as exc:
+            log.error("%s unreadable, ignored: %s", self.path, exc)
+            return {}
+        return data if isinstance(data, dict) else {}
+
+    def number(self, key: str) -> int:
+        value = self.data.get(key)
+        return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+    def save(self, **changes: Any) -> None:
+        """Merge ``changes`` and replace the file durably; raises OSError."""
+        data = {**self.data, **changes}
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.write(fd, json.dumps(data, sort_keys=True).encode("utf-8"))
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, self.path)
+        _fsync_dir(self.path.parent)
+        self.data = data
+
+
+def _make_private(directory: Path) -> None:
+    """Directories 0700 and files 0600 under ``directory``, whatever the umask made them.
+
+    Citizen data lives here (sealed, but the journal and its metadata are
+    not); the unit's ``UMask=0077`` is not there when the agent runs directly.
+    """
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    for root, dirs, files in os.walk(directory):
+        for name, private in [(n, 0o700) for n in dirs] + [(n, 0o600) for n in files]:
+            _chmod_private(Path(root, name), private)
+    _chmod_private(directory, 0o700)
+
+
+def _chmod_private(path: Path, mode: int) -> None:
+    try:
+        st = path.lstat()
+    except OSError:
+        return
+    if stat.S_ISLNK(st.st_mode) or stat.S_IMODE(st.st_mode) & 0o077 == 0:
+        return
+    try:
+        os.chmod(path, stat.S_IMODE(st.st_mode) & mode)
+    except OSError as exc:
+        log.warning("cannot make %s private: %s", path, exc)
+
+
+def _create_private(path: Path) -> None:
+    """Create the database file 0600 before SQLite does: its -wal and -shm take the same mode."""
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except FileExistsError:
+        pass
 
 
 def _connect(path: Path, synchronous: str) -> sqlite3.Connection:
@@ -132,6 +246,13 @@ class Store:
         self.synchronous = synchronous
         self.recovered_from = recovered_from
         self.salvage: SalvageReport | None = None      # what came over from the file moved aside
+        self.continuity = Continuity(path.parent / CONTINUITY_NAME)
+        self.created_ms = 0               # when this database was (re)created (see note_created)
+        self.fresh = False                # created by this open (new, emptied or recovered)
+        self.checked_at_open = False      # quick_check ran on the start-up path (last stop not clean)
+        self.check_problem: str | None = None     # what the background check found
+        self.journal_epoch: str | None = None     # set by the journal once it has decided (agent/journal.py)
+        self._check_thread: threading.Thread | None = None
         self._writer: Writer | None = None
         # Told (on the loop thread) of rows the journal adds to the outbox:
         # ``cb(cls, rows, bytes)``; the outbox keeps its counts from them.
@@ -139,13 +260,19 @@ class Store:
 
     @classmethod
     def open(cls, directory: Path, *, synchronous: str = "FULL", check: bool = True) -> Store:
+        """Open (or create) the store in ``directory``; see the module docstring for the checks."""
         directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
+        _make_private(directory)
         path = directory / DB_NAME
+        _create_private(path)
         recovered: Path | None = None
+        checked = False
         try:
             conn = _connect(path, synchronous)
-            problem = _check(conn) if check else None
+            problem = None
+            if check and not _stopped_cleanly(conn):
+                checked = True
+                problem = _check(conn)
         except sqlite3.DatabaseError as exc:
             if isinstance(exc, sqlite3.OperationalError) and not _looks_corrupt(exc):
                 raise store_error(exc, f"cannot open {path}") from exc
@@ -156,6 +283,7 @@ class Store:
             recovered = _move_aside(path)
             log.error("store %s failed its check (%s); kept as %s, starting a fresh store",
                       path, problem, recovered.name)
+            _create_private(path)
             try:
                 conn = _connect(path, synchronous)
             except sqlite3.Error as exc:
@@ -174,7 +302,46 @@ class Store:
                 report = SalvageReport(error=str(store_error(exc, "salvage")))
         store = cls(path, conn, synchronous=synchronous, recovered_from=recovered)
         store.salvage = report
+        store.checked_at_open = checked
+        try:
+            store._begin_run()
+        except sqlite3.Error as exc:
+            store.close(clean=False)
+            raise store_error(exc, f"cannot start the store in {path}") from exc
+        _make_private(directory)
         return store
+
+    def _begin_run(self) -> None:
+        """Clear the clean-stop marker; stamp a (re)created store; take in what outlived the last one."""
+        conn, side = self.conn, self.continuity
+        now = _now_ms()
+        created = self.counter(CREATED_COUNTER)
+        # A salvage copies the old stamp: but its nonces may be gone, so a recovered store is new too.
+        self.fresh = created == 0 or self.recovered_from is not None
+        if self.fresh:
+            created = now
+        elif now < created:
+            # The stamp came from a clock that ran ahead; left as it was it
+            # would refuse every command until the clock caught up with it.
+            log.warning("store creation time %d is in the future; lowered to now", created)
+            created = now
+        self.created_ms = created
+        nonces = side.data.get("nonces")
+        with conn:
+            conn.execute("BEGIN IMMEDIATE")
+            conn.execute("DELETE FROM counters WHERE name = ?", (CLEAN_COUNTER,))
+            self._set_counter(CREATED_COUNTER, created)
+            high = max(self.counter(ISSUED_COUNTER), side.number("max_issued_at"))
+            if high:
+                self._set_counter(ISSUED_COUNTER, high)
+            if isinstance(nonces, dict):
+                conn.executemany("INSERT OR IGNORE INTO nonces (nonce, expires_at) VALUES (?, ?)",
+                                 [(str(n), int(v[1])) for n, v in nonces.items()
+                                  if isinstance(v, list) and len(v) == 2 and isinstance(v[1], int)])
+
+    def _set_counter(self, name: str, value: int) -> None:
+        self.conn.execute("INSERT INTO counters(name, value) VALUES (?, ?) "
+                          "ON CONFLICT(name) DO UPDATE SET value = excluded.value", (name, value))
 
     # -- counters (loop thread) ---------------------------------------------------
 
@@ -215,14 +382,76 @@ class Store:
         rows = self.conn.execute("PRAGMA integrity_check").fetchall()
         return "; ".join(str(r[0]) for r in rows)
 
-    def close(self) -> None:
+    def check_in_background(self, on_problem: Callable[[str], Any] | None = None) -> None:
+        """``quick_check`` on its own thread and connection, once per open, if start-up skipped it.
+
+        A problem is logged, reported through ``on_problem(text)`` on the
+        caller's loop, and keeps the clean-stop marker off: the next start
+        checks on its start-up path and moves the file aside.
+        """
+        if self.checked_at_open or self._check_thread is not None:
+            return
+        loop = asyncio.get_running_loop()
+
+        def run() -> None:
+            try:
+                conn = _connect(self.path, self.synchronous)
+                try:
+                    problem = _check(conn)
+                finally:
+                    conn.close()
+            except sqlite3.Error as exc:
+                problem = str(exc)
+            if problem is None:
+                log.info("store background check: ok")
+                return
+            self.check_problem = problem
+            log.error("store %s failed its background check (%s); checked again at the next start",
+                      self.path, problem)
+            if on_problem is not None:
+                try:
+                    loop.call_soon_threadsafe(on_problem, problem)
+                except RuntimeError:
+                    pass        # the loop is gone: the next start checks anyway
+
+        self._check_thread = threading.Thread(target=run, name="store-check", daemon=True)
+        self._check_thread.start()
+
+    def close(self, *, clean: bool = True) -> None:
+        """Close; ``clean`` (and a background check that found nothing) sets the clean-stop marker."""
         if self._writer is not None:
             self._writer.close()
             self._writer = None
+        if self._check_thread is not None:
+            self._check_thread.join(60)
+        clean = clean and self.check_problem is None
+        try:
+            if clean:
+                with self.conn:
+                    self.conn.execute("BEGIN IMMEDIATE")
+                    self._set_counter(CLEAN_COUNTER, 1)
+            last_seq = self.counter(SEQ_COUNTER)
+        except sqlite3.Error as exc:
+            log.warning("clean-stop marker not written: %s", exc)
+            clean, last_seq = False, None
+        if last_seq is not None and self.continuity.data.get("epoch"):
+            try:
+                self.continuity.save(last_seq=max(last_seq, self.continuity.number("last_seq")), clean=clean)
+            except OSError as exc:
+                log.warning("%s not updated: %s", self.continuity.path, exc)
         try:
             self.conn.close()
         except sqlite3.Error:
             pass
+
+
+def _stopped_cleanly(conn: sqlite3.Connection) -> bool:
+    """The clean-stop marker is set (the last close ran); a store without tables has nothing to check."""
+    tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    if "counters" not in tables:
+        return not tables
+    row = conn.execute("SELECT value FROM counters WHERE name = ?", (CLEAN_COUNTER,)).fetchone()
+    return bool(row and row[0] == 1)
 
 
 def _check(conn: sqlite3.Connection) -> str | None:

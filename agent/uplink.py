@@ -29,6 +29,14 @@ Decisions:
   limit is off, which also spares it a scan of its queue per PUBACK.
 - **Persistent session** (``clean_start=False``, one day's expiry) so QoS 1
   commands sent while the kiosk was briefly away still arrive.
+- **Every subscription has a size limit**, checked on the raw payload before
+  its handler (or any parser) sees it; an oversized message is logged and
+  dropped, and ``on_oversized`` may answer it. The CONNECT also announces a
+  Maximum Packet Size (``MAX_PACKET_BYTES``), so an MQTT 5 broker never
+  sends a packet bigger than that and it never enters memory at all.
+- **The connection task never dies**: whatever fails while building the
+  client or connecting (a TLS file missing, DNS, refused, no CONNACK) is one
+  log line with its cause and a retry with backoff.
 - **Batched socket I/O** (:class:`_BatchedClient`). Stock paho makes one
   ``send()`` per packet, three ``recv()`` calls per PUBACK and builds two
   property objects for every PUBACK; on a two-core Pi that competes for the
@@ -57,15 +65,22 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.reasoncodes import ReasonCode
 
-from agent.config import MqttConfig
-from agent.errors import NotConnected
+from agent.config import MqttConfig, tls_context
+from agent.errors import AgentError, ConfigError, NotConnected
 
-__all__ = ["Uplink", "Message", "backoff_delay"]
+__all__ = ["Uplink", "Message", "Oversized", "ConnectFailed", "backoff_delay", "DEFAULT_MAX_BYTES",
+           "MAX_PACKET_BYTES"]
 
 log = logging.getLogger(__name__)
 
 SESSION_EXPIRY_S = 24 * 3600
 CONNACK_TIMEOUT_S = 15.0
+# A subscription that names no limit gets this one.
+DEFAULT_MAX_BYTES = 256 * 1024
+# Announced in CONNECT: above every per-topic limit (commands.max_size_bytes
+# is at most 1 MiB), so a message a little over its limit still reaches us
+# and is answered, while a huge one is dropped by the broker.
+MAX_PACKET_BYTES = 4 * 1024 * 1024
 
 
 READ_CHUNK = 65536
@@ -183,7 +198,37 @@ class Message:
         self.response_topic = response_topic
 
 
+class Oversized:
+    """A message dropped unread because it exceeds its subscription's limit."""
+
+    __slots__ = ("topic", "size", "limit", "correlation_data")
+
+    def __init__(self, topic: str, size: int, limit: int, correlation_data: bytes | None) -> None:
+        self.topic = topic
+        self.size = size
+        self.limit = limit
+        self.correlation_data = correlation_data
+
+
+class ConnectFailed(AgentError):
+    """A connection attempt failed after the TCP connect (no CONNACK, or the broker closed it)."""
+
+    code = "agent.uplink.connect_failed"
+
+
+def describe_failure(exc: BaseException) -> str:
+    """One line naming the cause of a failed attempt, without nesting earlier ones."""
+    if isinstance(exc, (ConnectFailed, ConfigError)):
+        return str(exc)
+    if isinstance(exc, ssl.SSLError):
+        return f"TLS: {exc.reason or exc}"
+    if isinstance(exc, OSError) and exc.strerror:
+        return f"{exc.__class__.__name__}: {exc.strerror}"
+    return f"{exc.__class__.__name__}: {exc}"
+
+
 Handler = Callable[[Message], Awaitable[None] | None]
+OversizedHandler = Callable[[Oversized], Any]
 Outcome = Callable[[int | BaseException], None]
 Waiter = asyncio.Future[int] | Outcome
 
@@ -223,13 +268,14 @@ class Uplink:
         self._held: collections.deque[tuple[str, bytes, bool, Properties | None, Waiter]] = collections.deque()
         self.window = cfg.max_inflight
         self._early: dict[int, int] = {}
-        self._subs: dict[str, tuple[int, Handler]] = {}
+        self._subs: dict[str, tuple[int, Handler, int, OversizedHandler | None]] = {}
         self._on_connect: list[Listener] = []
         self._on_disconnect: list[Listener] = []
         self.connected = False
         self.connected_at: float | None = None
         self.connects = 0
         self.last_error: str | None = None
+        self._attempt_error: str | None = None      # why the current attempt failed, if the broker said
         self.refused: dict[int, int] = {}
 
     # -- public API -----------------------------------------------------------
@@ -241,11 +287,21 @@ class Uplink:
     def add_disconnect_listener(self, cb: Listener) -> None:
         self._on_disconnect.append(cb)
 
-    def subscribe(self, topic: str, handler: Handler, qos: int = 1) -> None:
-        """Route messages on ``topic`` (wildcards allowed) to ``handler``; kept across reconnects."""
-        self._subs[topic] = (qos, handler)
+    def subscribe(self, topic: str, handler: Handler, qos: int = 1, *, max_bytes: int = DEFAULT_MAX_BYTES,
+                  on_oversized: OversizedHandler | None = None) -> None:
+        """Route messages on ``topic`` (wildcards allowed) to ``handler``; kept across reconnects.
+
+        A payload over ``max_bytes`` never reaches ``handler``: it is logged,
+        dropped, and passed to ``on_oversized`` (size and properties only).
+        """
+        self._subs[topic] = (qos, handler, max_bytes, on_oversized)
         if self.connected and self._client is not None:
             self._client.subscribe(topic, qos=qos)
+
+    def unsubscribe(self, topic: str) -> None:
+        """Stop routing ``topic`` and tell the broker (for short-lived subscriptions)."""
+        if self._subs.pop(topic, None) is not None and self.connected and self._client is not None:
+            self._client.unsubscribe(topic)
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -348,21 +404,26 @@ class Uplink:
         assert self._loop is not None
         while not self._stopping:
             self._session_over = asyncio.Event()
-            client = self._new_client()
-            self._client = client
+            self._attempt_error = None
+            client: paho.Client | None = None
+            self._client = None
             try:
+                # Inside the try: a TLS file that is missing today may be
+                # there after the next provisioning step; retry, never die.
+                client = self._client = self._new_client()
                 await self._loop.run_in_executor(None, self._connect_blocking, client)
                 try:
                     await asyncio.wait_for(self._wait_connack(), CONNACK_TIMEOUT_S)
                 except asyncio.TimeoutError:
-                    raise ConnectionError("no CONNACK within %ss" % CONNACK_TIMEOUT_S) from None
+                    raise ConnectFailed(f"TCP connected, but no CONNACK within {CONNACK_TIMEOUT_S:g} s") from None
                 attempt = 0
                 await self._session_over.wait()
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:  # noqa: BLE001 - any connect failure means retry
-                self.last_error = f"{exc.__class__.__name__}: {exc}"
-                log.warning("broker %s:%s unreachable: %s", self.cfg.host, self.cfg.port, self.last_error)
+            except Exception as exc:  # noqa: BLE001 - any failure to connect means retry
+                if not self._stopping:          # stop() ends an attempt in progress: not a failure
+                    self.last_error = describe_failure(exc)
+                    log.warning("broker %s:%s unreachable: %s", self.cfg.host, self.cfg.port, self.last_error)
             finally:
                 self._teardown(client)
             if self._stopping:
@@ -375,7 +436,7 @@ class Uplink:
     async def _wait_connack(self) -> None:
         while not self.connected:
             if self._session_over.is_set():
-                raise ConnectionError(self.last_error or "connection refused")
+                raise ConnectFailed(self._attempt_error or "the broker closed the connection before CONNACK")
             await asyncio.sleep(0.01)
 
     def _new_client(self) -> paho.Client:
@@ -384,11 +445,7 @@ class Uplink:
         client.max_inflight_messages_set(0)         # the window is ours (see the module docstring)
         client.max_queued_messages_set(0)
         if self.cfg.tls_enabled:
-            ctx = ssl.create_default_context(cafile=str(self.cfg.tls.ca_file) if self.cfg.tls.ca_file else None)
-            ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-            if self.cfg.tls.cert_file and self.cfg.tls.key_file:
-                ctx.load_cert_chain(str(self.cfg.tls.cert_file), str(self.cfg.tls.key_file))
-            client.tls_set_context(ctx)
+            client.tls_set_context(tls_context(self.cfg))      # ConfigError names the key and the file
         if self._will is not None:
             topic, payload = self._will()
             client.will_set(topic, payload, qos=1, retain=True)
@@ -406,6 +463,7 @@ class Uplink:
         # Runs in an executor: TCP connect and the TLS handshake block.
         props = Properties(PacketTypes.CONNECT)
         props.SessionExpiryInterval = SESSION_EXPIRY_S
+        props.MaximumPacketSize = MAX_PACKET_BYTES
         client.connect(self.cfg.host, self.cfg.port, keepalive=self.cfg.keepalive,
                        clean_start=False, properties=props)
 
@@ -415,7 +473,7 @@ class Uplink:
             self._misc = None
         if client is not None:
             sock = client.socket()
-            if sock is not None and self._loop is not None:
+            if sock is not None and self._loop is not None and sock.fileno() >= 0:
                 self._loop.remove_reader(sock)
                 self._loop.remove_writer(sock)
                 try:
@@ -533,7 +591,7 @@ class Uplink:
         if client is not self._client:
             return
         if reason.is_failure:
-            self.last_error = f"CONNACK refused: {reason}"
+            self._attempt_error = f"CONNACK refused: {reason}"
             log.error("broker refused the connection: %s", reason)
             self._session_over.set()
             return
@@ -544,7 +602,7 @@ class Uplink:
         self.connects += 1
         self.last_error = None
         log.info("connected to %s:%s", self.cfg.host, self.cfg.port)
-        for topic, (qos, _handler) in self._subs.items():
+        for topic, (qos, *_rest) in self._subs.items():
             client.subscribe(topic, qos=qos)
         for cb in self._on_connect:
             self._call(cb)
@@ -571,12 +629,22 @@ class Uplink:
 
     def _handle_message(self, _client: paho.Client, _u: Any, msg: paho.MQTTMessage) -> None:
         props = getattr(msg, "properties", None)
-        message = Message(msg.topic, bytes(msg.payload), msg.qos, bool(msg.retain),
-                          getattr(props, "CorrelationData", None) if props else None,
-                          getattr(props, "ResponseTopic", None) if props else None)
-        for pattern, (_qos, handler) in self._subs.items():
-            if paho.topic_matches_sub(pattern, msg.topic):
-                self._call(handler, message)
+        correlation = getattr(props, "CorrelationData", None) if props else None
+        size = len(msg.payload)
+        message: Message | None = None
+        for pattern, (_qos, handler, limit, on_oversized) in self._subs.items():
+            if not paho.topic_matches_sub(pattern, msg.topic):
+                continue
+            if size > limit:
+                # The pattern, not the topic: a topic level is untrusted text.
+                log.warning("message on %s dropped unread: %d bytes, over the limit of %d", pattern, size, limit)
+                if on_oversized is not None:
+                    self._call(on_oversized, Oversized(msg.topic, size, limit, correlation))
+                continue
+            if message is None:
+                message = Message(msg.topic, bytes(msg.payload), msg.qos, bool(msg.retain), correlation,
+                                  getattr(props, "ResponseTopic", None) if props else None)
+            self._call(handler, message)
 
     def _call(self, cb: Callable[..., Any], *args: Any) -> None:
         try:

@@ -11,12 +11,15 @@ Starts a private broker; then, one after the other:
 For each it prints the idle resident memory (after settling), CPU used over
 the idle window, and the time from process start to MQTT connected. For the
 agent it also measures the latency from a simulated door edge to the
-``alarm/door_open`` message at a subscriber.
+``alarm/door_open`` message at a subscriber, and the start to connected with
+a 90-day journal (160,000 acknowledged records) against an empty one, each a
+median of three starts after a clean stop.
 
-    python bench/footprint.py [--idle 30] [--door-toggles 20]
+    python bench/footprint.py [--idle 30] [--door-toggles 20] [--journal 160000]
 
 Budgets (DESIGN.md §10): RSS <= 1.25 x bare; idle CPU <= 0.5 % of one core;
-start to connected <= 0.7 s; door alarm within 200 ms of the edge.
+start to connected <= 0.7 s, and <= 1.5 x that with the 160,000-record
+journal; door alarm within 200 ms of the edge.
 """
 
 from __future__ import annotations
@@ -132,6 +135,54 @@ def run_agent(broker: DevBroker, idle_s: float, toggles: int, workdir: Path) -> 
             "door_p50_ms": statistics.median(latencies), "door_max_ms": max(latencies)}
 
 
+def fill_journal(state_dir: Path, records: int) -> None:
+    """A kiosk's 90 days: ``records`` signed records, all acknowledged, none queued."""
+    import asyncio
+    import random
+
+    from agent.journal import Journal, synthetic_tx
+    from agent.keys import load_or_create
+    from agent.store import Store
+
+    key = load_or_create(None, state_dir, production=False)
+    store = Store.open(state_dir)
+
+    async def record() -> None:
+        journal = Journal(store, key, "sim-0001", fleet="dev")
+        rng = random.Random(7)
+        for at in range(0, records, 2000):
+            await asyncio.gather(*(journal.record(synthetic_tx(rng, n)) for n in range(at, min(at + 2000, records))))
+    try:
+        asyncio.run(record())
+        with store.conn:
+            store.conn.execute("UPDATE journal SET acked_ms = ts")
+            store.conn.execute("DELETE FROM outbox")
+    finally:
+        store.close()
+
+
+def start_to_connected(broker: DevBroker, workdir: Path, records: int, runs: int = 3) -> float:
+    """Median seconds from ``kiosk-agent run`` to its birth, with ``records`` in the journal."""
+    config = write_sim_config(workdir / "agent.toml", broker.url, workdir / "state",
+                              overrides={"interval_s": "300"})
+    fill_journal(workdir / "state", records)
+    times = []
+    for attempt in range(runs + 1):          # the first start creates keys: not counted
+        sub = Subscriber(broker.url, "kiosk/+/+/sim-0001/state")
+        t_mono = time.monotonic()
+        proc = subprocess.Popen([sys.executable, "-m", "agent", "run", "--config", str(config)],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=str(ROOT))
+        try:
+            birth = sub.wait_for("/state", lambda d: d.get("online") is True, timeout=60)
+            if attempt:
+                times.append(birth.at - t_mono)
+        finally:
+            proc.terminate()
+            proc.wait(30)
+            sub.close()
+    return statistics.median(times)
+
+
 def door_latency(sub: Subscriber, state_dir: Path, toggles: int) -> list[float]:
     from agent.simcontrol import send_sim_command, socket_path
 
@@ -153,13 +204,18 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--idle", type=float, default=30.0, help="idle window for CPU, seconds")
     parser.add_argument("--door-toggles", type=int, default=20)
+    parser.add_argument("--journal", type=int, default=160_000, help="records for the start-up measurement")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp, DevBroker(Path(tmp) / "broker") as broker:
         bare = run_bare(broker, args.idle)
         agent = run_agent(broker, args.idle, args.door_toggles, Path(tmp) / "agent")
+        start_empty = start_to_connected(broker, Path(tmp) / "empty", 0)
+        start_full = start_to_connected(broker, Path(tmp) / "full", args.journal)
     ratio_rss = agent["rss_mb"] / bare["rss_mb"]
-    result = {"bare": bare, "agent": agent, "rss_ratio": ratio_rss}
+    ratio_start = start_full / start_empty
+    result = {"bare": bare, "agent": agent, "rss_ratio": ratio_rss, "start_empty_journal_s": start_empty,
+              "start_full_journal_s": start_full, "journal_records": args.journal, "start_ratio": ratio_start}
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
@@ -168,9 +224,12 @@ def main() -> int:
     print(f"{'idle CPU (% of a core)':24}{bare['cpu_pct']:14.3f}{agent['cpu_pct']:12.3f}{'':9}{'<= 0.5 %':>12}")
     print(f"{'start to connected (s)':24}{bare['connect_s']:14.3f}{agent['connect_s']:12.3f}"
           f"{agent['connect_s'] / bare['connect_s']:9.2f}{'<= 0.7 s':>12}")
+    print(f"start to connected, journal of 0 / {args.journal:,} records: {start_empty:.3f} s / {start_full:.3f} s, "
+          f"ratio {ratio_start:.2f} (budget <= 1.5x)")
     print(f"door edge to alarm at subscriber: p50 {agent['door_p50_ms']:.1f} ms, "
           f"max {agent['door_max_ms']:.1f} ms over {args.door_toggles} edges (budget 200 ms)")
-    ok = ratio_rss <= 1.25 and agent["cpu_pct"] <= 0.5 and agent["connect_s"] <= 0.7 and agent["door_max_ms"] <= 200
+    ok = ratio_rss <= 1.25 and agent["cpu_pct"] <= 0.5 and agent["connect_s"] <= 0.7 and agent["door_max_ms"] <= 200 \
+        and ratio_start <= 1.5
     print("within budget" if ok else "OVER BUDGET")
     return 0 if ok else 1
 

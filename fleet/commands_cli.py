@@ -8,9 +8,10 @@
     kioskctl config push k-0001 agent.toml --version 7 --broker ... --fleet north --key ...
     kioskctl tx tail --broker ... --fleet north
 
-``cmd`` exit status: 0 succeeded, 1 failed, 2 usage or broker error,
-3 refused by the kiosk, 4 no result in time. Every subcommand takes
-``--json`` for scripts.
+``cmd`` exit status: 0 succeeded, 1 failed, 2 usage or broker error (or a
+kiosk never seen), 3 refused by the kiosk, 4 no result in time; ``tx ack``
+the same from what the kiosk's next health report says. Every subcommand
+takes ``--json`` for scripts.
 """
 
 from __future__ import annotations
@@ -38,9 +39,10 @@ from agent.signing import (
     SPECS,
     command_envelope,
     config_envelope,
+    expected,
     sign,
 )
-from fleet.cli import add_broker_args, format_message
+from fleet.cli import add_broker_args, add_follow_args, follow
 from fleet.keys import KeyError_, config_snippet, init_key, load_key
 from fleet.mqtt import FleetClient, FleetError
 
@@ -190,14 +192,24 @@ def cmd_fleet(args: argparse.Namespace) -> int:
             rows = fleet_rows(collect_fleet(client, args.fleet, args.wait))
     except FleetError as exc:
         return _err(str(exc))
+    if not rows:
+        # A typo in --fleet looks like an empty fleet; neither is a success.
+        if args.json:
+            print("[]")
+        return _err(f"no kiosk seen in fleet {args.fleet!r} on {args.broker} (no retained state, health or "
+                    "alarm): check the fleet id")
     if args.json:
         print(json.dumps(rows, ensure_ascii=False))
         return 0
     print(fleet_table(rows))
     online = sum(1 for r in rows if r["online"])
     alarmed = sum(1 for r in rows if r["alarms"])
-    print(f"\n{len(rows)} kiosks, {online} online, {alarmed} with alarms", file=sys.stderr)
+    print(f"\n{_count(len(rows), 'kiosk')}, {online} online, {alarmed} with alarms", file=sys.stderr)
     return 0
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 # -- cmd -----------------------------------------------------------------------------
@@ -229,7 +241,8 @@ def check_args(name: str, cmd_args: dict[str, Any]) -> str | None:
         if arg not in spec.args:
             return f"{name}: unknown argument {arg!r}; takes: {', '.join(sorted(spec.args)) or 'none'}"
         if not spec.args[arg][0](value):
-            return f"{name}: argument {arg}={value!r} is invalid"
+            what = expected(spec.args[arg][0])
+            return f"{name}: argument {arg}={value!r} is invalid" + (f"; expected {what}" if what else "")
     missing = [arg for arg, (_check, required) in spec.args.items() if required and arg not in cmd_args]
     return f"{name}: missing argument {missing[0]}" if missing else None
 
@@ -288,6 +301,32 @@ def _discover(client: FleetClient, fleet: str, wait: float) -> list[str]:
     return [r["kiosk"] for r in rows if r["online"]]
 
 
+def last_state(client: FleetClient, fleet: str, kiosk: str, wait: float) -> dict[str, Any] | None:
+    """The kiosk's retained birth or will, or None if the broker holds none (never seen)."""
+    topic = Topics(fleet, kiosk).state
+    client.subscribe(topic)
+    for msg in client.messages(timeout=wait):
+        data = _decode(msg.payload)
+        if msg.topic == topic and isinstance(data, dict):
+            return data
+    return None
+
+
+def _check_target(client: FleetClient, args: argparse.Namespace, kiosk: str) -> str | None:
+    """Why sending to ``kiosk`` is pointless, or None; warns when it is offline."""
+    state = last_state(client, args.fleet, kiosk, args.discover)
+    if state is None:
+        # A kiosk that never connected has no session at the broker: the
+        # command would be dropped and we would wait for the whole timeout.
+        return (f"kiosk {kiosk!r} was never seen in fleet {args.fleet!r} (the broker holds no state for it): "
+                "check the id with kioskctl fleet (--no-check sends anyway)")
+    if not state.get("online") and not args.json:
+        print(f"{kiosk} is offline since {time.strftime('%H:%M:%S', time.localtime(state.get('ts', 0) / 1000))} "
+              f"({state.get('reason', 'will')}); the broker keeps the command until it is back or --ttl passes",
+              file=sys.stderr, flush=True)
+    return None
+
+
 def cmd_cmd(args: argparse.Namespace) -> int:
     words: list[str] = list(args.words)
     kiosk: str = ""
@@ -310,14 +349,20 @@ def cmd_cmd(args: argparse.Namespace) -> int:
             kiosks = _discover(client, args.fleet, args.discover) if args.all else [kiosk]
             if not kiosks:
                 return _err(f"no online kiosk in fleet {args.fleet!r}")
+            problem = None if args.all or args.no_check else _check_target(client, args, kiosk)
+            if problem:
+                return _err(problem)
             if args.all and not args.json:
-                print(f"sending {name} to {len(kiosks)} kiosks of {args.fleet}", file=sys.stderr)
+                print(f"sending {name} to {_count(len(kiosks), 'kiosk')} of {args.fleet}", file=sys.stderr)
             results = send_commands(client, args.fleet, kiosks, name, cmd_args, key_id, key, ttl=args.ttl,
                                     timeout=args.timeout, on_update=_progress(args, len(kiosks) > 1))
     except (FleetError, KeyError_) as exc:
         return _err(str(exc))
     codes = [EXIT.get(r.get("status") if r else None, 1) for r in results.values()]
-    if args.json:
+    devices = selftest_rows(results[kiosks[0]]) if name == "selftest" and not args.all else None
+    if devices is not None:
+        print(selftest_output(devices, as_json=args.json))
+    elif args.json:
         print(json.dumps(results if args.all else results[kiosks[0]], ensure_ascii=False))
     elif args.all:
         print(_table(["KIOSK", "STATUS", "CODE", "MESSAGE"],
@@ -334,6 +379,24 @@ def cmd_cmd(args: argparse.Namespace) -> int:
         elif r.get("result") is not None:
             print(json.dumps(r["result"], indent=2, ensure_ascii=False))
     return max(codes) if args.all else codes[0]
+
+
+def selftest_rows(result: dict[str, Any] | None) -> list[dict[str, Any]] | None:
+    """The device rows of a selftest result (passed or failed), or None if it carries none."""
+    rows = ((result or {}).get("result") or {}).get("devices")
+    return rows if isinstance(rows, list) else None
+
+
+def selftest_output(rows: list[dict[str, Any]], *, as_json: bool) -> str:
+    """What ``kiosk-agent selftest`` prints on the kiosk, from the kiosk's answer."""
+    if as_json:
+        return json.dumps(rows, ensure_ascii=False)
+    from agent.selftest import format_table  # the one definition of the table
+    from hal.device import SelftestResult
+    table = format_table([SelftestResult(str(r.get("device")), bool(r.get("passed")), str(r.get("reason") or ""))
+                          for r in rows])
+    failed = [str(r.get("device")) for r in rows if not r.get("passed")]
+    return f"{table}\n\nself-test {'FAILED: ' + ', '.join(failed) if failed else 'passed'}"
 
 
 def _progress(args: argparse.Namespace, many: bool) -> Callable[[str, dict[str, Any]], None]:
@@ -395,48 +458,80 @@ def cmd_config_push(args: argparse.Namespace) -> int:
 # -- tx tail -------------------------------------------------------------------------
 
 def cmd_tx_tail(args: argparse.Namespace) -> int:
-    topic = f"{ROOT}/{args.fleet}/{args.kiosk}/tx"
-    try:
-        with _client(args) as client:
-            client.subscribe(topic)
-            if not args.json:
-                print(f"following {topic} (Ctrl-C to stop)", file=sys.stderr, flush=True)
-            for msg in client.messages(timeout=args.duration):
-                if args.json:
-                    print(json.dumps({"topic": msg.topic, "payload": _decode(msg.payload)}, ensure_ascii=False),
-                          flush=True)
-                else:
-                    line = format_message(msg.topic, bytes(msg.payload))
-                    if line:
-                        print(line, flush=True)
-    except FleetError as exc:
-        return _err(str(exc))
-    except KeyboardInterrupt:
-        pass
-    return 0
+    return follow(args, f"{ROOT}/{args.fleet}/{args.kiosk}/tx",
+                  as_json=lambda msg: {"topic": msg.topic, "payload": _decode(msg.payload)})
 
 
 def cmd_tx_ack(args: argparse.Namespace) -> int:
-    """Sign and publish a back-office acknowledgement (what the back office's own system does)."""
+    """Sign and publish a back-office acknowledgement, then report what the kiosk made of it.
+
+    The kiosk answers a tx/ack in its next health report: ``outbox.tx``
+    ``unacked`` falls by the ids it marked, ``acks_refused`` rises if it
+    refused the acknowledgement (unknown key, bad signature).
+    """
+    n = len(args.ids)
     try:
         key_id, key = _signing_key(args)
         doc = sign(ack_document(args.kiosk, list(args.ids)), key_id, key, KIND_ACK)
+        topics = Topics(args.fleet, args.kiosk)
         with _client(args) as client:
-            rc = client.publish(Topics(args.fleet, args.kiosk).tx_ack, json.dumps(doc).encode("utf-8"), qos=1)
+            client.subscribe(topics.health)
+            before = _ack_counters(next(iter(client.messages(timeout=args.discover)), None))
+            rc = client.publish(topics.tx_ack, json.dumps(doc).encode("utf-8"), qos=1)
+            if rc != 0:
+                return _err(f"publish failed (rc {rc})")
+            print(f"sent tx/ack for {n} transaction(s) of {args.kiosk}"
+                  + (f"; waiting up to {args.wait:g}s for its next health report" if args.wait > 0 else ""),
+                  file=sys.stderr, flush=True)
+            after = None
+            for msg in client.messages(timeout=args.wait):
+                counters = _ack_counters(msg)
+                if counters is not None and (before is None or counters["ts"] > before["ts"]):
+                    after = counters
+                    break
     except (FleetError, KeyError_) as exc:
         return _err(str(exc))
-    if rc != 0:
-        return _err(f"publish failed (rc {rc})")
-    print(f"acknowledged {len(args.ids)} transaction(s) of {args.kiosk}", file=sys.stderr)
-    return 0
+    if args.wait <= 0:
+        status = "sent"
+    elif after is None:
+        status = "unconfirmed"
+    elif before is not None and after["refused"] > before["refused"]:
+        status = "refused"
+    else:
+        status = "confirmed"
+    if args.json:
+        print(json.dumps({"kiosk": args.kiosk, "ids": list(args.ids), "status": status,
+                          "unacked_before": before and before["unacked"], "unacked_after": after and after["unacked"]}))
+    elif status == "unconfirmed":
+        print(f"{args.kiosk}: nothing confirmed: no health report within {args.wait:g}s (it reports every "
+              "health.interval_s; raise --wait)", file=sys.stderr)
+    elif status == "refused" and before is not None and after is not None:
+        print(f"{args.kiosk} REFUSED the acknowledgement (refused acks {before['refused']} -> {after['refused']}): "
+              f"is key {key_id!r} in its evidence.ack_public_keys?", file=sys.stderr)
+    elif status == "confirmed" and after is not None:
+        was = f" (was {before['unacked']})" if before is not None else ""
+        print(f"{args.kiosk} confirmed: {after['unacked']} transaction(s) still unacknowledged{was}", file=sys.stderr)
+    return {"sent": 0, "confirmed": 0, "refused": 3, "unconfirmed": 4}[status]
+
+
+def _ack_counters(msg: Any) -> dict[str, int] | None:
+    """``ts``, ``unacked`` and ``refused`` from a health message's ``outbox.tx``."""
+    data = _decode(msg.payload) if msg is not None else None
+    if not isinstance(data, dict):
+        return None
+    tx = (data.get("outbox") or {}).get("tx")
+    if not isinstance(tx, dict):
+        return None
+    return {"ts": int(data.get("ts") or 0), "unacked": int(tx.get("unacked") or 0),
+            "refused": int(tx.get("acks_refused") or 0)}
 
 
 # -- registration --------------------------------------------------------------------
 
-def _signing_args(p: argparse.ArgumentParser) -> None:
+def _signing_args(p: argparse.ArgumentParser, key_help: str = "operator private key (kioskctl keys init)") -> None:
     add_broker_args(p)
-    p.add_argument("--fleet", required=True)
-    p.add_argument("--key", required=True, help="operator private key (kioskctl keys init)")
+    p.add_argument("--fleet", required=True, help="fleet id, as in the kiosks' [kiosk] fleet")
+    p.add_argument("--key", required=True, help=key_help)
     p.add_argument("--key-id", help="key id (default: the key file name without .key)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
 
@@ -448,14 +543,14 @@ def register(sub: Any) -> None:
     init.add_argument("--id", required=True, help="key id, as kiosks will know it")
     init.add_argument("--role", choices=("operator", "admin", "backoffice"), default="operator",
                       help="backoffice: a key that signs tx/ack (evidence.ack_public_keys)")
-    init.add_argument("--json", action="store_true")
+    init.add_argument("--json", action="store_true", help="the paths and public key as JSON, for scripts")
     init.set_defaults(func=cmd_keys_init)
 
     fleet = sub.add_parser("fleet", help="table of the fleet's kiosks from their retained messages")
     add_broker_args(fleet)
-    fleet.add_argument("--fleet", required=True)
+    fleet.add_argument("--fleet", required=True, help="fleet id, as in the kiosks' [kiosk] fleet")
     fleet.add_argument("--wait", type=float, default=1.5, help="seconds to collect retained messages (max)")
-    fleet.add_argument("--json", action="store_true")
+    fleet.add_argument("--json", action="store_true", help="one JSON list of rows, for scripts")
     fleet.set_defaults(func=cmd_fleet)
 
     cmd = sub.add_parser("cmd", help="sign and send a command; follow it; exit status from the result",
@@ -468,8 +563,10 @@ def register(sub: Any) -> None:
     cmd.add_argument("--all", action="store_true", help="every online kiosk of the fleet, with a summary")
     cmd.add_argument("--ttl", type=float, default=300, help="seconds the command stays valid")
     cmd.add_argument("--timeout", type=float, default=120, help="seconds to wait for the result")
-    cmd.add_argument("--discover", type=float, default=1.5, help="with --all: seconds to collect the fleet")
-    cmd.add_argument("--no-check", action="store_true", help="do not check the name and arguments locally")
+    cmd.add_argument("--discover", type=float, default=1.5,
+                     help="seconds to read the fleet's (with --all) or the kiosk's retained state")
+    cmd.add_argument("--no-check", action="store_true",
+                     help="do not check the name, the arguments or that the kiosk was ever seen")
     cmd.add_argument("words", nargs="+", metavar="WORD", help="KIOSK NAME [KEY=VALUE ...], or NAME [...] with --all")
     cmd.set_defaults(func=cmd_cmd)
 
@@ -477,25 +574,26 @@ def register(sub: Any) -> None:
                                                                                   required=True)
     push = config.add_parser("push", help="sign and publish a desired configuration (retained)")
     _signing_args(push)
-    push.add_argument("kiosk")
-    push.add_argument("file")
+    push.add_argument("kiosk", help="the kiosk id")
+    push.add_argument("file", help="the whole agent.toml the kiosk is to run")
     push.add_argument("--version", type=int, help="must increase (default: now, in epoch seconds)")
     push.add_argument("--confirm-within", type=int, default=60,
                       help="roll back unless the broker is reached within this many seconds")
     push.add_argument("--no-check", action="store_true", help="do not validate the file locally first")
-    push.add_argument("--timeout", type=float, default=120)
+    push.add_argument("--timeout", type=float, default=120, help="seconds to wait for the kiosk's report")
     push.set_defaults(func=cmd_config_push)
 
     tx = sub.add_parser("tx", help="citizen transactions").add_subparsers(dest="tx_command", required=True)
-    tail = tx.add_parser("tail", help="follow transaction records")
-    add_broker_args(tail)
-    tail.add_argument("--fleet", required=True)
-    tail.add_argument("--kiosk", default="+")
-    tail.add_argument("--duration", type=float, default=None)
-    tail.add_argument("--json", action="store_true")
+    tail = tx.add_parser("tail", help="follow transaction records",
+                         description="One line per transaction record: seq, service, outcome, the masked ID "
+                                     "number and payment reference, the receipt and whether evidence follows.")
+    add_follow_args(tail, "record")
     tail.set_defaults(func=cmd_tx_tail)
     ack = tx.add_parser("ack", help="sign and publish tx/ack for committed transaction ids (back office)")
-    _signing_args(ack)
-    ack.add_argument("kiosk")
-    ack.add_argument("ids", nargs="+", metavar="ID")
+    _signing_args(ack, "back-office private key (kioskctl keys init --role backoffice)")
+    ack.add_argument("kiosk", help="the kiosk id")
+    ack.add_argument("ids", nargs="+", metavar="ID", help="transaction (record) ids the back office committed")
+    ack.add_argument("--wait", type=float, default=30,
+                     help="seconds to wait for the kiosk's next health report saying what it marked (0: do not)")
+    ack.add_argument("--discover", type=float, default=1.5, help="seconds to read the kiosk's retained health")
     ack.set_defaults(func=cmd_tx_ack)

@@ -3,7 +3,7 @@
 
     kioskctl evidence-keygen --out backoffice.pem      # prints the kiosk config line
     kioskctl unseal --key backoffice.pem evidence.jsonl --out ./unsealed
-    kioskctl verify --public-key kiosk.pub tx.jsonl     # exit 1 and the first break
+    kioskctl verify --public-key kiosk.pub tx.jsonl     # per epoch; exit 1 and the first break
 
 Input files are JSON Lines: one payload per line, or the ``{"topic", "payload"}``
 objects ``kioskctl watch --json`` prints (other topics are skipped). A bare
@@ -26,9 +26,11 @@ import sys
 from pathlib import Path
 from typing import Any, Iterator
 
+from agent.contract import loads_strict
 from agent.evidence import parse_content
 from agent.sealing import (Bundle, SealingError, X25519PrivateKey, key_id, load_private_key, open_bundle,
                            public_key_b64, save_private_key)
+from fleet.keys import evidence_snippet
 
 __all__ = ["register", "read_payloads", "read_tx_stream", "unseal_payload", "load_verify_key"]
 
@@ -121,9 +123,21 @@ def cmd_unseal(args: argparse.Namespace) -> int:
 
 
 def load_verify_key(value: str) -> bytes:
-    """A kiosk's Ed25519 public key: a file (PEM or base64 line) or the base64 itself."""
+    """A kiosk's Ed25519 public key: a file (PEM public or private key, or base64 line) or the base64 itself."""
     path = Path(value)
     data = path.read_bytes() if path.exists() else value.encode("ascii")
+    if b"PRIVATE KEY-----" in data:
+        # The kiosk's own signing key (keys/signing.key), e.g. from a kiosk
+        # taken back to the office: only its public half is used.
+        from cryptography.hazmat.primitives import serialization
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+        try:
+            private = serialization.load_pem_private_key(data, password=None)
+        except (ValueError, TypeError) as exc:
+            raise ValueError(f"{value}: not a readable private key ({exc})") from None
+        if not isinstance(private, Ed25519PrivateKey):
+            raise ValueError(f"{value}: not an Ed25519 key")
+        return private.public_key().public_bytes_raw()
     if b"-----BEGIN" in data:
         from cryptography.hazmat.primitives import serialization
         from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -156,7 +170,7 @@ def read_tx_stream(path: Path) -> list[tuple[int, bytes]]:
         if not line.strip():
             continue
         try:
-            obj = json.loads(line)
+            obj = loads_strict(line)        # re-encoded below: a duplicate key must not be resolved here
         except ValueError:
             out.append((number, line))      # verify_chain names it: not JSON
             continue
@@ -169,9 +183,10 @@ def read_tx_stream(path: Path) -> list[tuple[int, bytes]]:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
+    """Check each epoch's chain; say where an epoch began after a lost store and what it followed."""
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-    from agent.journal import verify_chain
+    from agent.journal import verify_epochs
     try:
         public_key = Ed25519PublicKey.from_public_bytes(load_verify_key(args.public_key))
         stream = read_tx_stream(args.file)
@@ -181,18 +196,44 @@ def cmd_verify(args: argparse.Namespace) -> int:
     if not stream:
         print(f"kioskctl verify: no tx records in {args.file}", file=sys.stderr)
         return 2
-    report = verify_chain([payload for _n, payload in stream], public_key,
-                          first_seq=args.first_seq, prev=args.prev)
-    if not report.ok:
-        index = report.break_at if report.break_at is not None else 0
-        line, payload = stream[index] if index < len(stream) else ("?", b"")
-        seq = report.break_seq if report.break_seq is not None else _claimed_seq(payload)
-        print(f"BROKEN: {args.file}:{line}: record #{index + 1} (seq {seq}): {report.reason}; "
-              f"{report.count} record(s) before it verified (last good seq {report.last_seq})")
-        return 1
-    print(f"OK: {report.count} record(s), seq up to {report.last_seq}: signatures valid, hash chain intact, "
-          "no gaps")
-    return 0
+    epochs = verify_epochs([payload for _n, payload in stream], public_key, first_seq=args.first_seq, prev=args.prev)
+    last_seen = {e.epoch: e.chain.last_seq for e in epochs}
+    status = 0
+    for part in epochs:
+        name = f"epoch {part.epoch}" if part.epoch else "records without an epoch"
+        report = part.chain
+        if not report.ok:
+            index = part.break_index if part.break_index is not None else 0
+            line, payload = stream[index] if index < len(stream) else ("?", b"")
+            seq = report.break_seq if report.break_seq is not None else _claimed_seq(payload)
+            print(f"BROKEN: {args.file}:{line}: record #{index + 1} (seq {seq}): {report.reason}; "
+                  f"{report.count} record(s) before it verified (last good seq {report.last_seq}; {name})"
+                  f"{_mid_stream_hint(report, seq, args)}")
+            status = 1
+            continue
+        print(f"OK: {report.count} record(s), seq up to {report.last_seq}: signatures valid, "
+              f"hash chain intact, no gaps ({name})")
+        if part.start is None:
+            continue
+        prev_epoch, prev_last = part.start.get("prev_epoch"), part.start.get("prev_last_seq")
+        how = "exactly" if part.start.get("prev_last_seq_exact") else "at least"
+        print(f"EPOCH: {name} began after the kiosk lost its store; previous epoch {prev_epoch or 'unknown'} "
+              f"ended at seq {how + ' ' + str(prev_last) if prev_last else 'unknown'}")
+        seen = last_seen.get(prev_epoch) if prev_epoch in last_seen else None
+        if isinstance(prev_last, int) and seen is not None and seen < prev_last:
+            print(f"MISSING: epoch {prev_epoch}: seq {seen + 1}-{prev_last} not in this capture "
+                  f"(lost with the store, or never received)")
+            status = 1
+    return status
+
+
+def _mid_stream_hint(report: Any, seq: Any, args: argparse.Namespace) -> str:
+    """Point at --first-seq / --prev when the capture simply begins after seq 1."""
+    if report.count or args.first_seq is not None or args.prev is not None or not isinstance(seq, int) \
+            or not str(report.reason).startswith(f"seq {seq}, expected"):
+        return ""
+    return (f"\nthe capture starts mid-stream at seq {seq}: check it with --first-seq {seq}, and with "
+            f"--prev HASH (the SHA-256 of record {seq - 1}) to check its link to what came before")
 
 
 def _claimed_seq(payload: bytes) -> Any:
@@ -209,9 +250,8 @@ def cmd_keygen(args: argparse.Namespace) -> int:
         return 2
     key = X25519PrivateKey.generate()
     save_private_key(key, args.out)
-    pub = public_key_b64(key)
-    print(f"# back-office evidence key {key_id(key.public_key().public_bytes_raw())} in {args.out}\n"
-          f"[evidence]\nrecipient_public_key = \"{pub}\"")
+    comment = f"back-office evidence key {key_id(key.public_key().public_bytes_raw())} in {args.out}"
+    print(evidence_snippet(public_key_b64(key), comment), end="")
     return 0
 
 
@@ -223,7 +263,9 @@ def register(sub: Any) -> None:
     unseal.set_defaults(func=cmd_unseal)
 
     verify = sub.add_parser("verify", help="check signatures, hash chain and gapless seq of captured tx records")
-    verify.add_argument("--public-key", required=True, help="the kiosk's Ed25519 public key (file or base64)")
+    verify.add_argument("--public-key", required=True,
+                        help="the kiosk's Ed25519 key: its public key (PEM file, base64 file or base64) or its "
+                             "private key file (only the public half is used)")
     verify.add_argument("file", type=Path, help="JSON Lines of tx payloads or watch --json lines; - for stdin")
     verify.add_argument("--first-seq", type=int, help="the capture starts at this seq (default: 1)")
     verify.add_argument("--prev", help="hash the capture continues from (hex), for a tail")

@@ -22,7 +22,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from agent.signing import public_b64
 
-__all__ = ["KeyError_", "KeyPaths", "init_key", "load_key", "config_snippet"]
+__all__ = ["KeyError_", "KeyPaths", "init_key", "load_key", "config_snippet", "backoffice_snippet",
+           "evidence_snippet"]
 
 _ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 
@@ -72,5 +73,23 @@ def load_key(path: Path, key_id: str | None = None) -> tuple[str, Ed25519Private
 def config_snippet(key_id: str, key: Ed25519PrivateKey, role: str) -> str:
     """What to paste into a kiosk's agent.toml to trust this key."""
     if role == "backoffice":
-        return f'[evidence]\nack_public_keys = ["{public_b64(key)}"]   # add to the list if there is one\n'
+        return backoffice_snippet(public_b64(key))
     return f'[[commands.operators]]\nid = "{key_id}"\npublic_key = "{public_b64(key)}"\nrole = "{role}"\n'
+
+
+# Both back-office keys live in one [evidence] table, and TOML refuses a
+# table defined twice: evidence-keygen's snippet opens the table, the
+# acknowledgement key's snippet adds a line to it (its header commented out
+# for a file that has no [evidence] table yet), so pasting both, in that
+# order, gives one table.
+def evidence_snippet(recipient_b64: str, comment: str) -> str:
+    """``kioskctl evidence-keygen``'s lines: the [evidence] table with the sealing key."""
+    return (f"# {comment}\n[evidence]\nrecipient_public_key = \"{recipient_b64}\"\n"
+            "# ack_public_keys: the line kioskctl keys init --role backoffice prints goes here\n")
+
+
+def backoffice_snippet(ack_b64: str) -> str:
+    """``keys init --role backoffice``'s line, for the [evidence] table evidence-keygen's lines open."""
+    return ("# back-office acknowledgement key: below the [evidence] lines of kioskctl evidence-keygen\n"
+            "# (uncomment the header only if agent.toml has no [evidence] table; a second key joins the list)\n"
+            f"# [evidence]\nack_public_keys = [\"{ack_b64}\"]\n")

@@ -138,14 +138,18 @@ class IdCardReader:
 
 
 class IdCardDevice(SerialPeripheral):
-    """The supervised card reader: polls, reads, emits; alarm ``idreader_fault``.
+    """The supervised card reader: polls, reads, emits.
+
+    Alarms: ``idcard_offline`` (port gone, or the SAM went quiet) and
+    ``idcard_fault`` (the SAM answers with a fault status).
 
         dev = IdCardDevice("idcard", "/dev/kiosk/idcard", poll_interval_s=0.5)
         dev.start(emit)     # emit(DeviceEvent("idcard", "card_read", {"card": IdCard, ...}))
     """
 
     kind = "idcard"
-    offline_alarm = "idreader_fault"
+    offline_alarm = "idcard_offline"
+    fault_alarm = "idcard_fault"
 
     def __init__(self, name: str = "idcard", url: str = "/dev/kiosk/idcard", *, baudrate: int = 115200,
                  poll_interval_s: float = 0.5, fingerprint: bool = False, reply_timeout_s: float = 1.0,
@@ -177,7 +181,7 @@ class IdCardDevice(SerialPeripheral):
                 self.reader.set_max_frame()
         except sam.SamStatusError as exc:
             self._healthy = False
-            self._set(FAULT, {self.offline_alarm}, code=exc.code, detail=str(exc))
+            self._set(FAULT, {self.fault_alarm}, code=exc.code, detail=str(exc))
             return
         self._healthy = True
         self._set(OK)

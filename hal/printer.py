@@ -9,7 +9,7 @@
     printer.print(Receipt().line("回执 Receipt").qr("https://…").cut())
 
 ``PrinterDevice`` polls the status every ``poll_interval_s`` and asserts
-``paper_low``, ``paper_out``, ``printer_error`` (cover open, cutter,
+``paper_low``, ``paper_out``, ``printer_fault`` (cover open, cutter,
 unrecoverable) or ``printer_offline`` (no answer, port gone). A printer that
 does not answer is never "paper fine".
 """
@@ -93,7 +93,7 @@ def status_alarms(st: PrinterStatus) -> tuple[str, set[str], str]:
         alarms.add("paper_low")
     errors = [e for e in st.errors if e != "paper_out"]
     if errors:
-        alarms.add("printer_error")
+        alarms.add("printer_fault")
     state = FAULT if (st.paper_out or errors) else DEGRADED if alarms else OK
     flags = [f for f in ("cover_open", "cutter_error", "mechanical_error", "unrecoverable", "auto_recoverable",
                          "paper_out", "paper_near_end", "offline") if getattr(st, f)]

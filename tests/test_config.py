@@ -128,3 +128,88 @@ def test_real_backend_that_cannot_load_is_refused(tmp_path: Path) -> None:
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 78
     assert "hal.backend" in proc.stderr and "RPi.GPIO" in proc.stderr
+
+
+# -- check-config: the file run uses, TLS files, warnings ---------------------------------
+
+def _check_config(*args: object) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "agent", "check-config", *map(str, args)],
+                          capture_output=True, text=True, check=False, timeout=60)
+
+
+def test_check_config_without_a_file_checks_the_installed_one() -> None:
+    """Issue 13 #3: it used to check the bundled simulation config and say OK."""
+    proc = _check_config()
+    assert "/etc/kiosk-agent/agent.toml" in proc.stdout + proc.stderr, (proc.stdout, proc.stderr)
+    assert str(DEFAULT_SIM_CONFIG) not in proc.stdout + proc.stderr
+
+
+def test_check_config_takes_config_like_the_other_commands(tmp_path: Path) -> None:
+    path = tmp_path / "agent.toml"
+    path.write_text(MINIMAL)
+    proc = _check_config("--config", path)
+    assert proc.returncode == 0 and proc.stdout.startswith(f"{path}: OK"), (proc.stdout, proc.stderr)
+
+
+TLS_MINIMAL = MINIMAL.replace('url = "mqtt://127.0.0.1:1883"', 'url = "mqtts://127.0.0.1:8883"')
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    from system.mtlskit import Pki
+    return Pki(tmp_path_factory.mktemp("pki"))
+
+
+def _tls_file(tmp_path: Path, pki, ca: str = "", cert: str = "", key: str = "") -> Path:  # type: ignore[no-untyped-def]
+    crt, key_path = pki.client("k-0001")
+    files = {"ca_file": ca or pki.ca_file, "cert_file": cert or crt, "key_file": key or key_path}
+    path = tmp_path / "agent.toml"
+    path.write_text(TLS_MINIMAL + "[mqtt.tls]\n" + "".join(f'{k} = "{v}"\n' for k, v in files.items()))
+    return path
+
+
+@pytest.mark.parametrize("broken, key", [("missing_ca", "mqtt.tls.ca_file"), ("garbage_ca", "mqtt.tls.ca_file"),
+                                         ("missing_key", "mqtt.tls.key_file"),
+                                         ("garbage_cert", "mqtt.tls.cert_file"),
+                                         ("key_of_another_cert", "mqtt.tls.cert_file")])
+def test_check_config_refuses_tls_files_that_do_not_load(tmp_path: Path, pki, broken: str,  # type: ignore[no-untyped-def]
+                                                         key: str) -> None:
+    """Issue 12 #8: a wrong ca_file passed check-config, then the uplink died silently."""
+    garbage = tmp_path / "garbage.pem"
+    garbage.write_text("-----BEGIN CERTIFICATE-----\nnot base64\n-----END CERTIFICATE-----\n")
+    missing = tmp_path / "nowhere" / "file.pem"
+    _other_cert, other_key = pki.client("k-0002")
+    change = {"missing_ca": {"ca": missing}, "garbage_ca": {"ca": garbage}, "missing_key": {"key": missing},
+              "garbage_cert": {"cert": garbage}, "key_of_another_cert": {"key": other_key}}[broken]
+    path = _tls_file(tmp_path, pki, **{k: str(v) for k, v in change.items()})
+    proc = _check_config(path)
+    assert proc.returncode == 78, (proc.stdout, proc.stderr)
+    lines = proc.stderr.strip().splitlines()
+    named = str(change.get("ca") or change.get("cert") or change.get("key"))
+    assert len(lines) == 1 and lines[0].startswith(f"{path}: {key}:") and named in lines[0], proc.stderr
+
+
+def test_check_config_passes_loadable_tls_files_and_relative_paths_follow_the_file(tmp_path: Path, pki) -> None:  # type: ignore[no-untyped-def]
+    path = _tls_file(tmp_path, pki)
+    proc = _check_config(path)
+    assert proc.returncode == 0 and "OK" in proc.stdout and proc.stderr == "", (proc.stdout, proc.stderr)
+    (tmp_path / "ca.pem").write_bytes(pki.ca_file.read_bytes())
+    path.write_text(path.read_text().replace(f'ca_file = "{pki.ca_file}"', 'ca_file = "ca.pem"'))
+    assert load_config(path).mqtt.tls.ca_file == tmp_path / "ca.pem"
+    assert _check_config(path).returncode == 0
+
+
+@pytest.mark.parametrize("text, warned", [
+    (MINIMAL, "mqtt.url: plain mqtt:// on a production kiosk"),
+    (TLS_MINIMAL, "mqtt.tls.cert_file: not set on a production kiosk"),
+    (MINIMAL.replace('site = "Outlet 37"', 'site = "Outlet 37"\nmode = "development"'), None),
+])
+def test_check_config_warns_on_an_unprotected_production_link(tmp_path: Path, text: str, warned: str | None) -> None:
+    path = tmp_path / "agent.toml"
+    path.write_text(text)
+    proc = _check_config(path)
+    assert proc.returncode == 0 and "OK" in proc.stdout, (proc.stdout, proc.stderr)
+    if warned is None:
+        assert proc.stderr == ""
+    else:
+        assert proc.stderr.startswith(f"{path}: warning: {warned}"), proc.stderr

@@ -64,6 +64,9 @@ def test_door_and_tamper_alarms_raise_and_clear(agent_factory: type[AgentProcess
         health = subscriber.wait_for("/health", lambda d: code in d["alarms"], timeout=5)
         assert health.data["reason"] == "change"
         assert agent.sim(device, "close")["ok"]
+        if code == "tamper":      # latching: stays raised until ack-alarm (tests/commands/test_cmd_alarms.py)
+            subscriber.wait_for(f"/alarm/{code}", lambda d: d["active"] and d.get("latched"), timeout=5)
+            continue
         subscriber.wait_for(f"/alarm/{code}", lambda d: not d["active"], timeout=5)
 
     # The retained message is the alarm's current state.
@@ -252,3 +255,26 @@ def test_only_a_signed_tx_ack_marks_transactions(agent_factory: type[AgentProces
     assert marked.returncode == 0, marked.stderr
     wait_until(lambda: acked() == ids, 30, message="the five signed acks marked")
     assert tx_stats(subscriber.wait_for("/health").data)["acks_refused"] == 1
+
+
+def test_restart_agent_under_make_run_keeps_the_run_going(tmp_path: Path) -> None:
+    import re
+
+    from system.test_devrun import DevRun, _agent_online, _paste
+
+    run = DevRun(tmp_path)
+    try:
+        ping = run.after("send a command:")
+        _agent_online(run.port)
+        # restart-agent exits 75 for systemd; under make run, devrun plays systemd.
+        restarted = _paste(re.sub(r" ping$", " restart-agent", ping))
+        assert restarted.returncode == 0, restarted.stdout + restarted.stderr
+        wait_until(lambda: "starting it again" in run.output, 60, message="the agent started again")
+        assert run.proc.poll() is None, run.output
+        _agent_online(run.port)
+        again = _paste(ping)
+        assert again.returncode == 0 and '"pong": true' in again.stdout, again.stdout + again.stderr
+    finally:
+        code = run.stop(signal.SIGINT)
+    assert code == 0, run.output
+    assert "stopped (agent exit" in run.output, run.output

@@ -4,10 +4,14 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
-import statistics
 import socket
+import statistics
+import threading
 import time
+
+import pytest
 
 from agent.config import MqttConfig
 from agent.sdnotify import notify
@@ -205,3 +209,148 @@ def test_held_publishes_fail_cleanly_when_the_broker_goes(tmp_path) -> None:
         broker.stop()
     assert pending == 0
     assert refused > 0
+
+
+# -- untrusted input: size limits and connection failures ------------------------------
+
+def test_oversized_messages_never_reach_the_handler(tmp_path) -> None:
+    """Over its subscription's limit: dropped unread and reported; far over the CONNECT's
+    Maximum Packet Size: the broker does not even send it. Messages around them still arrive."""
+    from agent.devbroker import DevBroker
+    from agent.uplink import MAX_PACKET_BYTES, Uplink
+
+    with DevBroker(tmp_path / "broker", persistence=False) as broker:
+        async def scenario() -> tuple[list[bytes], list[tuple[str, int, int, bytes | None]]]:
+            got: list[bytes] = []
+            over: list[tuple[str, int, int, bytes | None]] = []
+            uplink = Uplink(_mqtt_cfg(broker.port, "k-limits"))
+            uplink.subscribe("lim/#", lambda m: got.append(m.payload), max_bytes=1000,
+                             on_oversized=lambda o: over.append((o.topic, o.size, o.limit, o.correlation_data)))
+            await uplink.start()
+            assert await uplink.wait_connected(10)
+            await asyncio.sleep(0.3)                       # SUBACK
+            sender = _paho_client(broker.port, "lim-sender")
+            for topic, size in (("lim/a", 1000), ("lim/b", 1001), ("lim/c", MAX_PACKET_BYTES + 1), ("lim/d", 3)):
+                sender.publish(topic, b"x" * size, qos=1).wait_for_publish(10)
+            deadline = time.monotonic() + 20
+            while len(got) < 2 and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+            await asyncio.sleep(0.3)
+            sender.disconnect()
+            sender.loop_stop()
+            await uplink.stop()
+            return got, over
+
+        got, over = asyncio.run(scenario())
+        broker_log = broker.log_path.read_text(errors="replace")
+    assert got == [b"x" * 1000, b"xxx"]
+    assert over == [("lim/b", 1001, 1000, None)]
+    assert "Dropping too large outgoing PUBLISH for k-limits" in broker_log
+
+
+def _vm_hwm_kib(pid: int) -> int:
+    """Peak resident memory of ``pid`` so far (kernel's high-water mark), KiB."""
+    for line in open(f"/proc/{pid}/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmHWM in /proc/pid/status")
+
+
+def test_an_80_mb_tx_ack_leaves_the_agent_small_and_serving(agent_factory, broker) -> None:
+    """Issue 12 #6: an 80 MB tx/ack once took the agent from 47 MB to ~500 MB. Now the broker
+    drops it (Maximum Packet Size) and one just over tx/ack's own limit is logged and dropped unread."""
+    from kiosktest import Subscriber, wait_until
+
+    from agent.contract import TX_ACK_MAX_BYTES, Topics
+
+    agent = agent_factory().start()
+    births = Subscriber(broker.url, "kiosk/v1/+/+/state")     # not tx/ack: the junk below breaks its schema
+    births.wait_for("/sim-0001/state", lambda d: d.get("online") is True, timeout=30)
+    births.close()
+    assert agent.proc is not None
+    before = _vm_hwm_kib(agent.proc.pid)
+    sender = _paho_client(broker.port, "ack-flood")
+    try:
+        topic = Topics("dev", "sim-0001").tx_ack
+        huge = b'{"v":1,"ts":1,"kiosk":"sim-0001","ids":[' + b'"0123456789abcdef",' * 4_400_000 + b'"x"]}'
+        assert len(huge) > 80_000_000
+        sender.publish(topic, huge, qos=1).wait_for_publish(60)
+        del huge
+        just_over = b'{"ids":["' + b"a" * TX_ACK_MAX_BYTES + b'"]}'
+        sender.publish(topic, just_over, qos=1).wait_for_publish(10)
+        wait_until(lambda: f"tx/ack dropped unread: {len(just_over)} bytes, over the limit of {TX_ACK_MAX_BYTES}"
+                   in agent.log, 30, message="the oversized tx/ack logged")
+    finally:
+        sender.disconnect()
+        sender.loop_stop()
+    # Still serving: the simulator socket answers from the event loop.
+    assert agent.sim("light_tower", "status")["lit"]["green"] is True
+    grew_mib = (_vm_hwm_kib(agent.proc.pid) - before) / 1024
+    assert grew_mib < 20, f"peak RSS grew by {grew_mib:.0f} MiB"
+    assert agent.proc.poll() is None and "Traceback" not in agent.log
+
+
+def _listener(mode: str) -> tuple[socket.socket, threading.Event]:
+    """A TCP port that accepts and reads the CONNECT, then closes ("close") or stays silent ("silent")."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(8)
+    done = threading.Event()
+
+    def serve() -> None:
+        held = []
+        server.settimeout(0.2)
+        while not done.is_set():
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                continue
+            conn.settimeout(5)
+            try:
+                conn.recv(1024)
+            except OSError:
+                pass
+            if mode == "close":
+                conn.close()
+            else:
+                held.append(conn)
+        for conn in held:
+            conn.close()
+        server.close()
+
+    threading.Thread(target=serve, daemon=True).start()
+    return server, done
+
+
+@pytest.mark.parametrize("mode, cause", [("close", "the broker closed the connection before CONNACK"),
+                                         ("silent", "TCP connected, but no CONNACK within 0.5 s")])
+def test_a_broker_that_never_answers_is_named_and_the_line_stays_the_same(caplog, monkeypatch, mode: str,
+                                                                          cause: str) -> None:
+    """Issue 12 #12: the line grew by "ConnectionError: " each attempt and said "connection refused"
+    when the TCP connection had been accepted."""
+    import agent.uplink
+    from agent.uplink import Uplink
+
+    monkeypatch.setattr(agent.uplink, "CONNACK_TIMEOUT_S", 0.5)
+    caplog.set_level(logging.INFO, logger="agent.uplink")
+    server, done = _listener(mode)
+    port = server.getsockname()[1]
+
+    def unreachable() -> list[str]:
+        return [r.getMessage() for r in caplog.records if "unreachable" in r.getMessage()]
+
+    async def scenario() -> None:
+        uplink = Uplink(_mqtt_cfg(port, "k-noack"))
+        await uplink.start()
+        deadline = time.monotonic() + 30
+        while len(unreachable()) < 3 and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        await uplink.stop()
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        done.set()
+    lines = unreachable()
+    assert len(lines) >= 3, lines
+    assert set(lines) == {f"broker 127.0.0.1:{port} unreachable: {cause}"}, lines

@@ -87,12 +87,13 @@ class Keys:
 
 
 _KNOWN = {"ping", "get-health", "selftest", "set-mode", "print-test-page", "collect-logs", "reboot",
-          "restart-agent", "update-config", "firmware-update"}
+          "restart-agent", "update-config", "firmware-update", "ack-alarm"}
 
 
 def start_agent(factory: Any, keys: Keys, name: str = "agent", *, kiosk: str = KIOSK, env: dict[str, str] | None = None,
-                skew: int = 60, max_size: int | None = 4096, extra: str = "") -> AgentProcess:
-    overrides = {"id": f'"{kiosk}"', "interval_s": "300"}
+                skew: int = 60, max_size: int | None = 4096, extra: str = "",
+                overrides: dict[str, str] | None = None) -> AgentProcess:
+    overrides = {"id": f'"{kiosk}"', "interval_s": "300", **(overrides or {})}
     agent = factory(name, overrides=overrides, env=env or {})
     agent.config.write_text(agent.config.read_text() + keys.config(skew=skew, max_size=max_size) + extra)
     return agent.start()

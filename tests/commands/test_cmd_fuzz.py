@@ -109,3 +109,45 @@ def test_verifier_raises_only_its_own_error(mutation: tuple[str, Any]) -> None:
         return
     # Only a re-serialisation of the untouched envelope may verify.
     assert cmd.doc == BASE
+
+
+def _with_duplicate(doc: dict[str, Any], field: str) -> bytes:
+    """``doc`` as JSON with ``field`` named twice: a decoy first, the signed value last (Python keeps the last)."""
+    return b'{"%s":"decoy",' % field.encode() + json.dumps(doc).encode()[1:]
+
+
+@settings(max_examples=200, deadline=None)
+@given(field=st.sampled_from(sorted(BASE)), depth=st.sampled_from(["top", "args"]))
+def test_duplicate_keys_are_refused_in_every_signed_document(field: str, depth: str) -> None:
+    """Issue 12 #7: last-one-wins let a document say one thing to us and another to a first-wins parser."""
+    import pytest
+
+    from agent.journal import ack_document, verify_ack
+    from agent.signing import KIND_ACK, KIND_CONFIG, sign, verify_signed
+
+    raw = _with_duplicate(BASE, field) if depth == "top" else json.dumps(BASE).encode().replace(
+        b'"args": {', b'"args": {"mode": "in_service", ')
+    with pytest.raises(CommandRefused) as refused:
+        verify_command(raw, "set-mode", _cfg(KEYS), fleet=FLEET, kiosk=KIOSK, now=BASE["issued_at"])
+    assert refused.value.code == "cmd.malformed" and "duplicate key" in str(refused.value)
+
+    desired = KEYS.desired("[kiosk]\n", 7)
+    with pytest.raises(CommandRefused, match="duplicate key 'version'"):
+        verify_signed(_with_duplicate(desired, "version"), KIND_CONFIG, _cfg(KEYS), fleet=FLEET, kiosk=KIOSK,
+                      now=desired["issued_at"], required={"version": lambda v: isinstance(v, int)})
+
+    ack = sign(ack_document(KIOSK, ["a" * 32]), "bo-1", KEYS.admin, KIND_ACK)
+    with pytest.raises(ValueError, match="duplicate key 'ids'"):
+        verify_ack(_with_duplicate(ack, "ids"), KIOSK, [public_raw(KEYS.admin)])
+
+
+def test_a_deeply_nested_ack_is_refused_like_any_malformed_one() -> None:
+    """The tx/ack handler catches ValueError only; json's RecursionError used to escape it as a traceback."""
+    import pytest
+
+    from agent.journal import parse_ack, verify_ack
+
+    deep = b'{"ids":' + b"[" * 200_000 + b"]" * 200_000 + b"}"
+    for check in (parse_ack, lambda raw: verify_ack(raw, KIOSK, [public_raw(KEYS.admin)])):
+        with pytest.raises(ValueError, match="nested too deeply"):
+            check(deep)

@@ -70,6 +70,11 @@ CASES: dict[str, tuple[Case, str]] = {
     "missing_arg": (lambda k: ("set-mode", k.envelope("set-mode", {})), "cmd.bad_arguments"),
     "extra_secret_arg": (lambda k: ("set-mode", k.envelope("set-mode", {**MAINT, "password": SECRET})),
                          "cmd.bad_arguments"),
+    # Signed "maintenance" last, a decoy first: a first-wins parser (an auditor's) would read in_service.
+    "duplicate_key": (lambda k: ("set-mode", b'{"args":{"mode":"in_service"},'
+                                 + json.dumps(k.envelope("set-mode", MAINT)).encode()[1:]), "cmd.malformed"),
+    "duplicate_nested_key": (lambda k: ("set-mode", json.dumps(k.envelope("set-mode", MAINT)).encode().replace(
+        b'{"mode": "maintenance"}', b'{"mode": "in_service", "mode": "maintenance"}')), "cmd.malformed"),
 }
 
 
@@ -119,3 +124,25 @@ def test_replayed_refused_and_counters_in_health(shared: Any) -> None:
     assert shared.agent.proc is not None and shared.agent.proc.poll() is None
     assert "Traceback" not in shared.agent.log
     assert KIOSK in health["kiosk"]
+
+
+def test_a_bad_mode_is_answered_with_the_valid_ones(shared: Any) -> None:
+    corr = shared.sender.send("set-mode", shared.keys.envelope("set-mode", {"mode": "party"}))
+    result = shared.results.wait_for("/cmd/set-mode/result", by_corr(corr, terminal=True), timeout=30).data
+    assert (result["status"], result["code"]) == ("refused", "cmd.bad_arguments")
+    assert result["message"] == "argument 'mode' invalid: expected one of in_service, maintenance, out_of_service"
+
+
+def test_an_oversized_desired_configuration_is_refused_unread(shared: Any) -> None:
+    """config/desired has the commands' size limit too (4096 here), checked before parsing."""
+    from agent.contract import Topics
+
+    topic = Topics("dev", KIOSK).config_desired
+    doc = shared.keys.desired("# padding\n" * 500, 99)
+    shared.sender.publish(topic, json.dumps(doc).encode(), retain=True)
+    try:
+        report = shared.results.wait_for("/config/reported", lambda d: d.get("code") == "cmd.oversized", timeout=30)
+    finally:
+        shared.sender.publish(topic, b"", retain=True)      # an empty retained message clears it
+    assert report.data["status"] == "refused" and "limit 4096" in report.data.get("message", "")
+    assert "dropped unread" in shared.agent.log

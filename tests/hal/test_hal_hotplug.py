@@ -37,7 +37,7 @@ def test_backoff_is_capped_and_never_zero() -> None:
 def test_unplug_and_replug_each_device(idcard_sim: IdCardSim, printer_sim: PrinterSim, scanner_sim: ScannerSim,
                                        recorder: Recorder) -> None:
     devices = {
-        "idcard": (IdCardDevice("idcard", idcard_sim.url, poll_interval_s=0.2), idcard_sim, "idreader_fault"),
+        "idcard": (IdCardDevice("idcard", idcard_sim.url, poll_interval_s=0.2), idcard_sim, "idcard_offline"),
         "printer": (PrinterDevice("printer", printer_sim.url, poll_interval_s=2.0,
                                                reply_timeout_s=1.5), printer_sim, "printer_offline"),
         "scanner": (ScannerDevice("scanner", scanner_sim.url), scanner_sim, "scanner_offline"),

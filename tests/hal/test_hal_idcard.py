@@ -129,13 +129,13 @@ def test_device_emits_card_read_and_card_invalid(idcard_sim: IdCardSim, recorder
         assert not [v for v in pii if v in text]
 
 
-def test_sam_fault_raises_idreader_fault(idcard_sim: IdCardSim, recorder: Recorder) -> None:
+def test_sam_fault_raises_idcard_fault(idcard_sim: IdCardSim, recorder: Recorder) -> None:
     idcard_sim.sam_fault = True
     dev = IdCardDevice("idcard", idcard_sim.url, poll_interval_s=0.05)
     dev.start(recorder)
     try:
         wait_for(lambda: dev.status().state == FAULT, what="SAM fault")
-        assert dev.status().alarms == {"idreader_fault"} and dev.status().code == "hal.idcard.sam_selftest"
+        assert dev.status().alarms == {"idcard_fault"} and dev.status().code == "hal.idcard.sam_selftest"
         result = dev.selftest()
         assert not result.passed and "sam_selftest" in result.reason
         idcard_sim.sam_fault = False
@@ -171,7 +171,7 @@ def test_reader_going_quiet_is_a_fault_then_recovers(idcard_sim: IdCardSim, reco
     try:
         wait_for(lambda: dev.status().state == OK, what="reader OK")
         idcard_sim.silence(True)
-        wait_for(lambda: "idreader_fault" in dev.status().alarms, what="idreader_fault")
+        wait_for(lambda: dev.status().alarms == {"idcard_offline"}, what="idcard_offline")
         assert dev.status().code == "hal.device.timeout"
         idcard_sim.silence(False)
         wait_for(lambda: dev.status().state == OK and not dev.status().alarms, what="recovered")

@@ -70,7 +70,7 @@ def test_device_alarms_follow_the_paper(printer_sim: PrinterSim, recorder: Recor
         wait_for(lambda: dev.status().state == OK, what="refilled")
         assert dev.status().alarms == frozenset()
         printer_sim.set_state(cover_open=True)
-        wait_for(lambda: dev.status().alarms == {"printer_error"}, what="printer_error")
+        wait_for(lambda: dev.status().alarms == {"printer_fault"}, what="printer_fault")
         printer_sim.set_state(cover_open=False)
         wait_for(lambda: dev.status().state == OK, what="cover closed")
         states = iter(e.data["state"] for e in recorder.of("status"))

@@ -65,19 +65,25 @@ def simulate_and_check(tmp_path: Path, broker: DevBroker, subscriber: Subscriber
     assert f"{sessions} sessions" in proc.stdout and "outbox drained" in proc.stdout, proc.stdout
     assert f"{sessions}/{sessions}" in proc.stderr          # the progress bar reached the end
 
-    def session_txs() -> dict[int, Received]:
-        return {m.data["seq"]: m for m in subscriber.matching("/tx") if m.data["data"].get("type") == "session"}
+    def journal_txs(kind: str | None = None) -> dict[int, Received]:
+        return {m.data["seq"]: m for m in subscriber.matching("/tx") if kind in (None, m.data["data"].get("type"))}
 
     Received = Any
-    wait_until(lambda: len(session_txs()) >= sessions, 30, message=f"{sessions} tx records")
-    txs = session_txs()
-    assert sorted(txs) == list(range(1, sessions + 1))
-    outcomes = {m.data["data"]["outcome"] for m in txs.values()}
+    # Every default service prints a receipt: each session record is followed by its receipt record.
+    wait_until(lambda: len(journal_txs("session")) >= sessions and len(journal_txs("receipt")) >= sessions, 30,
+               message=f"{sessions} session and receipt records")
+    txs = journal_txs()
+    assert sorted(txs) == list(range(1, 2 * sessions + 1))
+    session_recs = journal_txs("session")
+    outcomes = {m.data["data"]["outcome"] for m in session_recs.values()}
     assert outcomes == {"completed"}, outcomes
-    with_evidence = {m.data["id"] for m in txs.values() if m.data["data"]["evidence"]}
+    receipts = [m.data["data"] for m in journal_txs("receipt").values()]
+    assert sorted(r["tx"] for r in receipts) == sorted(m.data["id"] for m in session_recs.values())
+    assert {r["status"] for r in receipts} == {"printed"}
+    with_evidence = {m.data["id"] for m in session_recs.values() if m.data["data"]["evidence"]}
     wait_until(lambda: {m.data["tx"] for m in subscriber.matching("/evidence")} >= with_evidence, 30,
                message="every evidence bundle")
-    card_types = {m.data["data"]["card_type"] for m in txs.values()} - {None}
+    card_types = {m.data["data"]["card_type"] for m in session_recs.values()} - {None}
     if sessions >= 16:
         assert card_types == set(SAMPLE_KINDS)
 
@@ -85,7 +91,7 @@ def simulate_and_check(tmp_path: Path, broker: DevBroker, subscriber: Subscriber
     capture = write_lines(tmp_path / "tx.jsonl", [txs[s].payload for s in sorted(txs)])
     pub = str(tmp_path / "device.pub")
     ok = kioskctl("verify", "--public-key", pub, str(capture))
-    assert ok.returncode == 0 and f"OK: {sessions} record(s)" in ok.stdout, ok.stdout + ok.stderr
+    assert ok.returncode == 0 and f"OK: {len(txs)} record(s)" in ok.stdout, ok.stdout + ok.stderr
     # ... and so does a `kioskctl tx tail --json` style capture.
     tail = [json.dumps({"topic": txs[s].topic, "payload": txs[s].data}, ensure_ascii=False).encode()
             for s in sorted(txs)]
@@ -133,7 +139,7 @@ def test_simulate_verify_unseal_and_tamper(tmp_path: Path, broker: DevBroker, su
     db = Path(str(result["config"]).replace("agent.toml", "state")) / "agent.db"
     stored = stored_payloads(db)
     assert stored == payloads
-    tampered = stored[6].replace(b'"completed"', b'"abandoned"')
+    tampered = stored[6].replace(b'"service":"', b'"service":"x', 1)
     assert tampered != stored[6]
     with sqlite3.connect(db) as conn:
         conn.execute("UPDATE journal SET payload = ? WHERE seq = 7", (tampered,))

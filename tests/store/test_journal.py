@@ -155,7 +155,13 @@ def _damage_root(tmp_path: Path, table: str, *, header: bool = False) -> None:
     is unreadable and so is every row below it.
     """
     db = tmp_path / DB_NAME
-    root = sqlite3.connect(db).execute("SELECT rootpage FROM sqlite_master WHERE name = ?", (table,)).fetchone()[0]
+    conn = sqlite3.connect(db)
+    # Damage comes with a power cut: no clean-stop marker, so the next open checks the file.
+    with conn:
+        conn.execute("DELETE FROM counters WHERE name = 'clean_stop'")
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    root = conn.execute("SELECT rootpage FROM sqlite_master WHERE name = ?", (table,)).fetchone()[0]
+    conn.close()
     data = bytearray(db.read_bytes())
     start = (root - 1) * 4096
     span = slice(start, start + 400) if header else slice(start + 100, start + 400)
