@@ -11,7 +11,7 @@ APT_PACKAGES := mosquitto mosquitto-clients fuse3 systemd udev nodejs
 .PHONY: run test test-long bench venv system-deps clean
 
 run: $(STAMP) system-deps
-	$(PY) -m agent.devrun
+	$(PY) -m agent.sim.devrun
 
 test: $(STAMP) system-deps
 	$(PY) -m pytest

@@ -43,7 +43,7 @@ def _load(path: Path) -> Config:
 def cmd_run(args: argparse.Namespace) -> int:
     cfg = _load(args.config)
     _setup_logging(cfg.logging.level)
-    from agent.daemon import run_agent
+    from agent.runtime.daemon import run_agent
     try:
         return run_agent(cfg)
     except BackendUnavailable as exc:
@@ -73,7 +73,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 def cmd_keys_show(args: argparse.Namespace) -> int:
     """The device's public signing key, PEM, for the back office to register (never the private key)."""
     cfg = _load(args.config)
-    from agent.keys import KeyError_, device_key_path, key_id, load_private, public_pem
+    from agent.runtime.keys import KeyError_, device_key_path, key_id, load_private, public_pem
     path = device_key_path(cfg.keys.signing_key, cfg.storage.dir)
     if not path.exists():
         print(f"{path}: no device key yet; provisioning or the agent's first start makes it", file=sys.stderr)
@@ -97,7 +97,7 @@ def cmd_keys_show(args: argparse.Namespace) -> int:
 def cmd_selftest(args: argparse.Namespace) -> int:
     cfg = _load(args.config)
     _setup_logging("WARNING")
-    from agent.selftest import run_selftest
+    from agent.runtime.selftest import run_selftest
     try:
         return run_selftest(cfg, as_json=args.json)
     except BackendUnavailable as exc:
@@ -108,7 +108,7 @@ def cmd_selftest(args: argparse.Namespace) -> int:
 def cmd_simulate(args: argparse.Namespace) -> int:
     cfg = _load(args.config)
     _setup_logging("WARNING" if cfg.logging.level in ("DEBUG", "INFO") else cfg.logging.level)
-    from agent.simulate import run_simulation
+    from agent.sim.simulate import run_simulation
     try:
         return run_simulation(cfg, args.sessions, args.service, cancel_rate=args.cancel_rate)
     except BackendUnavailable as exc:
@@ -118,7 +118,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 def cmd_sim(args: argparse.Namespace) -> int:
     cfg = _load(args.config)
-    from agent.simcontrol import send_sim_command, socket_path
+    from agent.sim.simcontrol import send_sim_command, socket_path
     path = socket_path(cfg.storage.dir)
     try:
         reply = send_sim_command(path, args.device, args.action, args.args)

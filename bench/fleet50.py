@@ -32,7 +32,7 @@ sys.path.insert(0, str(ROOT / "tests" / "commands"))
 from cmdkit import KIOSKCTL, Keys
 from kiosktest import AgentProcess, Subscriber, wait_until
 
-from agent.devbroker import DevBroker
+from agent.sim.devbroker import DevBroker
 
 
 def main(argv: list[str] | None = None) -> int:

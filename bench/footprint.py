@@ -41,15 +41,15 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
-from agent.devbroker import DevBroker  # noqa: E402
-from agent.devrun import write_sim_config  # noqa: E402
+from agent.sim.devbroker import DevBroker  # noqa: E402
+from agent.sim.devrun import write_sim_config  # noqa: E402
 from kiosktest import Subscriber, wait_until  # noqa: E402
 
 # Which modules "the same imports" are: everything the agent's modules load
 # that is not the project's own code (stdlib and third-party alike).
 LIST_IMPORTS = textwrap.dedent("""
     import importlib, sys
-    import agent.daemon, agent.cli, agent.selftest
+    import agent.runtime.daemon, agent.cli, agent.runtime.selftest
     for spec in agent.daemon.COMPONENTS:
         importlib.import_module(spec.split(":")[0])
     import hal.idcard, hal.printer, hal.scanner, hal.camera, hal.coproc, hal.sim, hal.sim.coproc
@@ -140,9 +140,9 @@ def fill_journal(state_dir: Path, records: int) -> None:
     import asyncio
     import random
 
-    from agent.journal import Journal, synthetic_tx
-    from agent.keys import load_or_create
-    from agent.store import Store
+    from agent.store.journal import Journal, synthetic_tx
+    from agent.runtime.keys import load_or_create
+    from agent.store.database import Store
 
     key = load_or_create(None, state_dir, production=False)
     store = Store.open(state_dir)
@@ -184,7 +184,7 @@ def start_to_connected(broker: DevBroker, workdir: Path, records: int, runs: int
 
 
 def door_latency(sub: Subscriber, state_dir: Path, toggles: int) -> list[float]:
-    from agent.simcontrol import send_sim_command, socket_path
+    from agent.sim.simcontrol import send_sim_command, socket_path
 
     out = []
     for i in range(toggles):

@@ -40,12 +40,12 @@ import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
 from agent.config import MqttConfig
-from agent.devbroker import DevBroker
-from agent.journal import Journal, synthetic_tx
-from agent.keys import load_or_create
-from agent.outbox import Outbox
-from agent.store import Store
-from agent.uplink import Uplink
+from agent.sim.devbroker import DevBroker
+from agent.store.journal import Journal, synthetic_tx
+from agent.runtime.keys import load_or_create
+from agent.store.outbox import Outbox
+from agent.store.database import Store
+from agent.uplink.connection import Uplink
 
 TOPIC = "kiosk/v1/bench/k-1/tx"
 PAYLOAD = b"x" * 560          # about a signed synthetic record

@@ -17,7 +17,7 @@ import time
 from typing import Any, Callable
 
 from agent import __version__
-from agent.contract import parse_topic
+from agent.wire.contract import parse_topic
 from fleet.mqtt import FleetClient, FleetError, LinkEvent
 
 __all__ = ["main", "format_message"]

@@ -26,9 +26,9 @@ import sys
 from pathlib import Path
 from typing import Any, Iterator
 
-from agent.contract import loads_strict
-from agent.evidence import parse_content
-from agent.sealing import (Bundle, SealingError, X25519PrivateKey, key_id, load_private_key, open_bundle,
+from agent.wire.contract import loads_strict
+from agent.sessions.evidence import parse_content
+from agent.wire.sealing import (Bundle, SealingError, X25519PrivateKey, key_id, load_private_key, open_bundle,
                            public_key_b64, save_private_key)
 from fleet.keys import evidence_snippet
 
@@ -162,7 +162,7 @@ def read_tx_stream(path: Path) -> list[tuple[int, bytes]]:
     ``tx tail --json`` is re-encoded canonically, which gives the published
     bytes back because records are canonical JSON.
     """
-    from agent.journal import canonical
+    from agent.store.journal import canonical
 
     raw = sys.stdin.buffer.read() if str(path) == "-" else path.read_bytes()
     out: list[tuple[int, bytes]] = []
@@ -186,7 +186,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     """Check each epoch's chain; say where an epoch began after a lost store and what it followed."""
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-    from agent.journal import verify_epochs
+    from agent.store.journal import verify_epochs
     try:
         public_key = Ed25519PublicKey.from_public_bytes(load_verify_key(args.public_key))
         stream = read_tx_stream(args.file)

@@ -20,7 +20,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from agent.signing import public_b64
+from agent.wire.signing import public_b64
 
 __all__ = ["KeyError_", "KeyPaths", "init_key", "load_key", "config_snippet", "backoffice_snippet",
            "evidence_snippet"]

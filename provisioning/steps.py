@@ -377,7 +377,7 @@ def _user_exists() -> bool:
 
 
 def _dirs(lay: Layout, own: Owner, res: Result) -> None:
-    # storage 0700: the agent makes its state private at every start (agent/store.py), so
+    # storage 0700: the agent makes its state private at every start (agent/store/database.py), so
     # anything wider would be undone there and flipped back by every re-run here.
     for path, mode, user in ((lay.etc, 0o750, False), (lay.keys, 0o700, True), (lay.storage, 0o700, True)):
         path.mkdir(parents=True, exist_ok=True)

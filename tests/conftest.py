@@ -9,7 +9,7 @@ from typing import Iterator
 
 import pytest
 
-from agent.devbroker import DevBroker, find_mosquitto
+from agent.sim.devbroker import DevBroker, find_mosquitto
 from kiosktest import AgentProcess, Subscriber
 
 LONG = os.environ.get("KIOSK_LONG") == "1"

@@ -24,8 +24,8 @@ import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
 from agent.config import DEFAULT_SIM_CONFIG
-from agent.contract import parse_topic, validate
-from agent.devrun import write_sim_config
+from agent.wire.contract import parse_topic, validate
+from agent.sim.devrun import write_sim_config
 
 __all__ = ["Subscriber", "AgentProcess", "schema_for_topic", "wait_until", "Received"]
 
@@ -151,7 +151,7 @@ class AgentProcess:
         return self
 
     def sim(self, device: str, action: str, *args: str) -> dict[str, Any]:
-        from agent.simcontrol import send_sim_command, socket_path
+        from agent.sim.simcontrol import send_sim_command, socket_path
         path = socket_path(self.state_dir)
         wait_until(path.exists, 15, message=f"{path}")
         try:

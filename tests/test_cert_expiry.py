@@ -9,7 +9,7 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from agent.health import certificate_alarm
+from agent.runtime.health import certificate_alarm
 from fleet import ca as fca
 from provisioning.keys import make_csr
 

@@ -9,7 +9,7 @@ import socket
 import time
 from pathlib import Path
 
-from agent.devbroker import DevBroker
+from agent.sim.devbroker import DevBroker
 from kiosktest import AgentProcess, Subscriber, wait_until
 
 
@@ -176,9 +176,9 @@ def test_corrupt_store_is_salvaged_alarmed_and_its_transactions_still_delivered(
 
     import random
 
-    from agent.journal import Journal, synthetic_tx, verify_chain
-    from agent.keys import load_or_create
-    from agent.store import DB_NAME, Store
+    from agent.store.journal import Journal, synthetic_tx, verify_chain
+    from agent.runtime.keys import load_or_create
+    from agent.store.database import DB_NAME, Store
 
     agent = agent_factory()
     # What an earlier run left: 300 transactions recorded while the broker was

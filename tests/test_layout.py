@@ -90,8 +90,8 @@ def test_api_document_covers_every_schema() -> None:
     doc = yaml.safe_load((ROOT / "docs" / "mqtt-api.yaml").read_text(encoding="utf-8"))
     assert doc["asyncapi"].startswith("3.")
     text = (ROOT / "docs" / "mqtt-api.yaml").read_text(encoding="utf-8")
-    refs = set(re.findall(r"agent/schemas/([a-z0-9-]+)\.json", text))
-    shipped = {p.stem for p in (ROOT / "agent" / "schemas").glob("*.json")}
+    refs = set(re.findall(r"agent/wire/schemas/([a-z0-9-]+)\.json", text))
+    shipped = {p.stem for p in (ROOT / "agent" / "wire" / "schemas").glob("*.json")}
     assert shipped <= refs, f"schemas missing from docs/mqtt-api.yaml: {sorted(shipped - refs)}"
     assert refs <= shipped, f"docs/mqtt-api.yaml names missing schemas: {sorted(refs - shipped)}"
 

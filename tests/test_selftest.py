@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from agent.devrun import write_sim_config
+from agent.sim.devrun import write_sim_config
 
 
 def selftest(config: Path, *extra: str) -> subprocess.CompletedProcess[str]:

@@ -14,8 +14,8 @@ import time
 import pytest
 
 from agent.config import MqttConfig
-from agent.sdnotify import notify
-from agent.uplink import backoff_delay
+from agent.runtime.sdnotify import notify
+from agent.uplink.connection import backoff_delay
 
 
 def test_full_jitter_spreads_a_fleet_across_the_window() -> None:
@@ -31,7 +31,7 @@ def test_full_jitter_spreads_a_fleet_across_the_window() -> None:
 
 def test_watchdog_pings_come_from_the_loop(tmp_path, monkeypatch) -> None:
     """A blocked event loop stops the WATCHDOG=1 pings (a side thread would not)."""
-    from agent.daemon import Agent
+    from agent.runtime.daemon import Agent
     from agent.config import load_config, DEFAULT_SIM_CONFIG
 
     path = tmp_path / "n.sock"
@@ -90,15 +90,15 @@ def _paho_client(port: int, client_id: str):  # type: ignore[no-untyped-def]
 
 def test_the_uplink_uses_the_batched_client() -> None:
     """If a paho upgrade removed the internals it leans on, this says so (stock paho would still work)."""
-    from agent.uplink import _CLIENT_CLASS, _BatchedClient
+    from agent.uplink.connection import _CLIENT_CLASS, _BatchedClient
     assert _CLIENT_CLASS is _BatchedClient
 
 
 def test_a_burst_of_incoming_messages_all_reach_the_handler(tmp_path) -> None:
     """2,000 QoS 1 messages arrive in a few big reads; paho parses one packet per call when
     nothing is in flight, so what it leaves in the read buffer must be parsed without a new epoll event."""
-    from agent.devbroker import DevBroker
-    from agent.uplink import Uplink
+    from agent.sim.devbroker import DevBroker
+    from agent.uplink.connection import Uplink
 
     with DevBroker(tmp_path / "broker", persistence=False) as broker:
         async def scenario() -> list[bytes]:
@@ -125,8 +125,8 @@ def test_a_burst_of_incoming_messages_all_reach_the_handler(tmp_path) -> None:
 
 def test_publishes_beyond_the_window_wait_and_all_arrive_in_order(tmp_path) -> None:
     """max_inflight 20: 500 publishes at once; never more than 20 unacknowledged, every one acked, in order."""
-    from agent.devbroker import DevBroker
-    from agent.uplink import Uplink
+    from agent.sim.devbroker import DevBroker
+    from agent.uplink.connection import Uplink
 
     with DevBroker(tmp_path / "broker", persistence=False) as broker:
         arrived: list[bytes] = []
@@ -161,8 +161,8 @@ def test_publishes_beyond_the_window_wait_and_all_arrive_in_order(tmp_path) -> N
 
 def test_the_window_shrinks_to_the_brokers_receive_maximum(tmp_path) -> None:
     """A broker announcing Receive Maximum 5 gets at most 5 unacknowledged publishes (more is a protocol error)."""
-    from agent.devbroker import DevBroker
-    from agent.uplink import Uplink
+    from agent.sim.devbroker import DevBroker
+    from agent.uplink.connection import Uplink
 
     with DevBroker(tmp_path / "broker", persistence=False, extra_conf="max_inflight_messages 5") as broker:
         async def scenario() -> tuple[int, list[int], int]:
@@ -187,9 +187,9 @@ def test_the_window_shrinks_to_the_brokers_receive_maximum(tmp_path) -> None:
 
 def test_held_publishes_fail_cleanly_when_the_broker_goes(tmp_path) -> None:
     """Publishes waiting for the window fail with NotConnected when the connection drops; none hangs."""
-    from agent.devbroker import DevBroker
+    from agent.sim.devbroker import DevBroker
     from agent.errors import NotConnected
-    from agent.uplink import Uplink
+    from agent.uplink.connection import Uplink
 
     broker = DevBroker(tmp_path / "broker", persistence=False).start()
     try:
@@ -216,8 +216,8 @@ def test_held_publishes_fail_cleanly_when_the_broker_goes(tmp_path) -> None:
 def test_oversized_messages_never_reach_the_handler(tmp_path) -> None:
     """Over its subscription's limit: dropped unread and reported; far over the CONNECT's
     Maximum Packet Size: the broker does not even send it. Messages around them still arrive."""
-    from agent.devbroker import DevBroker
-    from agent.uplink import MAX_PACKET_BYTES, Uplink
+    from agent.sim.devbroker import DevBroker
+    from agent.uplink.connection import MAX_PACKET_BYTES, Uplink
 
     with DevBroker(tmp_path / "broker", persistence=False) as broker:
         async def scenario() -> tuple[list[bytes], list[tuple[str, int, int, bytes | None]]]:
@@ -261,7 +261,7 @@ def test_an_80_mb_tx_ack_leaves_the_agent_small_and_serving(agent_factory, broke
     drops it (Maximum Packet Size) and one just over tx/ack's own limit is logged and dropped unread."""
     from kiosktest import Subscriber, wait_until
 
-    from agent.contract import TX_ACK_MAX_BYTES, Topics
+    from agent.wire.contract import TX_ACK_MAX_BYTES, Topics
 
     agent = agent_factory().start()
     births = Subscriber(broker.url, "kiosk/v1/+/+/state")     # not tx/ack: the junk below breaks its schema
@@ -328,11 +328,11 @@ def test_a_broker_that_never_answers_is_named_and_the_line_stays_the_same(caplog
                                                                           cause: str) -> None:
     """Issue 12 #12: the line grew by "ConnectionError: " each attempt and said "connection refused"
     when the TCP connection had been accepted."""
-    import agent.uplink
-    from agent.uplink import Uplink
+    import agent.uplink.connection
+    from agent.uplink.connection import Uplink
 
-    monkeypatch.setattr(agent.uplink, "CONNACK_TIMEOUT_S", 0.5)
-    caplog.set_level(logging.INFO, logger="agent.uplink")
+    monkeypatch.setattr(agent.uplink.connection, "CONNACK_TIMEOUT_S", 0.5)
+    caplog.set_level(logging.INFO, logger="agent.uplink.connection")
     server, done = _listener(mode)
     port = server.getsockname()[1]
 

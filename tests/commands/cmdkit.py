@@ -27,8 +27,8 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from agent.contract import Topics, validate
-from agent.signing import (
+from agent.wire.contract import Topics, validate
+from agent.wire.signing import (
     KIND_CMD,
     KIND_CONFIG,
     command_envelope,

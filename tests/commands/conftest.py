@@ -10,7 +10,7 @@ import pytest
 from cmdkit import RESULTS, Keys, Sender, start_agent, wait_online
 from kiosktest import AgentProcess, Subscriber
 
-from agent.devbroker import DevBroker
+from agent.sim.devbroker import DevBroker
 
 
 class Shared:

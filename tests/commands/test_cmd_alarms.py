@@ -16,9 +16,9 @@ from typing import Any
 from cmdkit import Keys, Sender, by_corr, start_agent, wait_online
 from kiosktest import AgentProcess, Subscriber, wait_until
 
-from agent.alarms import ALIASES, LATCHING
-from agent.devbroker import DevBroker
-from agent.signing import ROLE_COMMANDS, SPECS
+from agent.runtime.alarms import ALIASES, LATCHING
+from agent.sim.devbroker import DevBroker
+from agent.wire.signing import ROLE_COMMANDS, SPECS
 
 
 def ack(sender: Sender, keys: Keys, results: Subscriber, code: str = "tamper") -> dict[str, Any]:

@@ -14,8 +14,8 @@ from cmdkit import Keys, Sender, by_corr, start_agent, wait_online
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from kiosktest import AgentProcess, Subscriber, wait_until
 
-from agent.devbroker import DevBroker
-from agent.signing import public_b64
+from agent.sim.devbroker import DevBroker
+from agent.wire.signing import public_b64
 from hal.coproc import FIRMWARE_DIR, build_image, sign_image
 
 

@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from kiosktest import wait_until
 
 from agent.config import CommandsConfig, OperatorKey
-from agent.signing import CommandRefused, public_raw, verify_command
+from agent.wire.signing import CommandRefused, public_raw, verify_command
 
 json_values = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
                            lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner,
@@ -122,8 +122,8 @@ def test_duplicate_keys_are_refused_in_every_signed_document(field: str, depth: 
     """Issue 12 #7: last-one-wins let a document say one thing to us and another to a first-wins parser."""
     import pytest
 
-    from agent.journal import ack_document, verify_ack
-    from agent.signing import KIND_ACK, KIND_CONFIG, sign, verify_signed
+    from agent.store.journal import ack_document, verify_ack
+    from agent.wire.signing import KIND_ACK, KIND_CONFIG, sign, verify_signed
 
     raw = _with_duplicate(BASE, field) if depth == "top" else json.dumps(BASE).encode().replace(
         b'"args": {', b'"args": {"mode": "in_service", ')
@@ -145,7 +145,7 @@ def test_a_deeply_nested_ack_is_refused_like_any_malformed_one() -> None:
     """The tx/ack handler catches ValueError only; json's RecursionError used to escape it as a traceback."""
     import pytest
 
-    from agent.journal import parse_ack, verify_ack
+    from agent.store.journal import parse_ack, verify_ack
 
     deep = b'{"ids":' + b"[" * 200_000 + b"]" * 200_000 + b"}"
     for check in (parse_ack, lambda raw: verify_ack(raw, KIOSK, [public_raw(KEYS.admin)])):

@@ -22,7 +22,7 @@ from cmdkit import (
 )
 from kiosktest import AgentProcess, Subscriber
 
-from agent.devbroker import DevBroker
+from agent.sim.devbroker import DevBroker
 
 GREEN = {"red": False, "amber": False, "green": True}
 AMBER = {"red": False, "amber": True, "green": False}

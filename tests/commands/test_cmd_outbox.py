@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: Apache-2.0
-"""Terminal results through the real durable outbox (agent/outbox.py).
+"""Terminal results through the real durable outbox (agent/store/outbox.py).
 
 Until the daemon wires ``Agent.outbox``, the agent processes send results
 straight through the uplink; this checks, in-process with the real Store,
@@ -17,16 +17,16 @@ from pathlib import Path
 import pytest
 from kiosktest import Subscriber
 
-from agent.commands import ResultSender
+from agent.control.commands import ResultSender
 from agent.config import load_config
-from agent.contract import encode, envelope
-from agent.daemon import Agent
-from agent.devbroker import DevBroker
-from agent.devrun import write_sim_config
-from agent.store import Store
-from agent.uplink import Uplink
+from agent.wire.contract import encode, envelope
+from agent.runtime.daemon import Agent
+from agent.sim.devbroker import DevBroker
+from agent.sim.devrun import write_sim_config
+from agent.store.database import Store
+from agent.uplink.connection import Uplink
 
-outbox_module = pytest.importorskip("agent.outbox")
+outbox_module = pytest.importorskip("agent.store.outbox")
 
 
 async def _stack(agent: Agent, *, connect: bool) -> None:

@@ -16,7 +16,7 @@ import pytest
 from cmdkit import KIOSK, Keys, audit_rows, by_corr
 from kiosktest import wait_until
 
-from agent.signing import KIND_CMD, sign
+from agent.wire.signing import KIND_CMD, sign
 
 SECRET = "hunter2-do-not-log"
 MAINT = {"mode": "maintenance"}
@@ -135,7 +135,7 @@ def test_a_bad_mode_is_answered_with_the_valid_ones(shared: Any) -> None:
 
 def test_an_oversized_desired_configuration_is_refused_unread(shared: Any) -> None:
     """config/desired has the commands' size limit too (4096 here), checked before parsing."""
-    from agent.contract import Topics
+    from agent.wire.contract import Topics
 
     topic = Topics("dev", KIOSK).config_desired
     doc = shared.keys.desired("# padding\n" * 500, 99)

@@ -14,11 +14,11 @@ from cmdkit import Keys, Sender, by_corr
 from kiosktest import Subscriber
 
 from agent.config import load_config
-from agent.daemon import COMPONENTS, Agent
-from agent.devbroker import DevBroker
-from agent.devrun import write_sim_config
+from agent.runtime.daemon import COMPONENTS, Agent
+from agent.sim.devbroker import DevBroker
+from agent.sim.devrun import write_sim_config
 
-pytestmark = pytest.mark.skipif("agent.sessions:SessionEngine" not in COMPONENTS,
+pytestmark = pytest.mark.skipif("agent.sessions.engine:SessionEngine" not in COMPONENTS,
                                 reason="the session engine is not wired into the daemon")
 
 
@@ -32,7 +32,7 @@ async def _until(predicate: object, timeout: float, what: str) -> None:
 
 def test_maintenance_refuses_citizens_and_reboot_waits_for_the_session(
         broker: DevBroker, subscriber: Subscriber, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from agent.sessions import NotInService
+    from agent.sessions.engine import NotInService
 
     keys = Keys()
     marker = tmp_path / "rebooted"

@@ -17,10 +17,10 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PublicKey,
 )
 
-from agent.commands import LogRing, redact
+from agent.control.commands import LogRing, redact
 from agent.config import load_config
-from agent.contract import validate
-from agent.signing import (
+from agent.wire.contract import validate
+from agent.wire.signing import (
     DOMAINS,
     KIND_CMD,
     KIND_CONFIG,

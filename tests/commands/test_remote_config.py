@@ -23,8 +23,8 @@ from cmdkit import (
 )
 from kiosktest import AgentProcess, Subscriber
 
-from agent.contract import Topics
-from agent.devbroker import DevBroker
+from agent.wire.contract import Topics
+from agent.sim.devbroker import DevBroker
 
 DESIRED = Topics(FLEET, KIOSK).config_desired
 

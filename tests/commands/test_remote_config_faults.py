@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from kiosktest import AgentProcess, Subscriber, wait_until
 from test_remote_config import DESIRED, ping_ok, reported
 
-from agent.devbroker import DevBroker
+from agent.sim.devbroker import DevBroker
 
 DEAD_URL = 'url = "mqtt://127.0.0.1:9"'
 

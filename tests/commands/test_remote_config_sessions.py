@@ -20,11 +20,11 @@ from kiosktest import Subscriber
 from test_remote_config import DESIRED
 
 from agent.config import load_config
-from agent.daemon import COMPONENTS, Agent
-from agent.devbroker import DevBroker
-from agent.devrun import write_sim_config
+from agent.runtime.daemon import COMPONENTS, Agent
+from agent.sim.devbroker import DevBroker
+from agent.sim.devrun import write_sim_config
 
-pytestmark = pytest.mark.skipif("agent.sessions:SessionEngine" not in COMPONENTS,
+pytestmark = pytest.mark.skipif("agent.sessions.engine:SessionEngine" not in COMPONENTS,
                                 reason="the session engine is not wired into the daemon")
 
 

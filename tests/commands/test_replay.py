@@ -17,8 +17,8 @@ import pytest
 from cmdkit import RESULTS, Keys, Sender, by_corr, start_agent, wait_online
 from kiosktest import AgentProcess, Subscriber
 
-from agent.devbroker import DevBroker
-from agent.store import DB_NAME
+from agent.sim.devbroker import DevBroker
+from agent.store.database import DB_NAME
 
 # The agent's wall clock, shifted in its own interpreter only: the machine's
 # clock is shared, and a jump is what the kiosk sees, not what it does.

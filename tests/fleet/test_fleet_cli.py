@@ -18,7 +18,7 @@ from cmdkit import KIOSKCTL
 
 from agent import __version__
 from agent.config import load_config
-from agent.devrun import write_sim_config
+from agent.sim.devrun import write_sim_config
 from fleet.cli import build_parser
 from provisioning.steps import fleet_trust_text
 

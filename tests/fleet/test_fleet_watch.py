@@ -21,7 +21,7 @@ from conftest import Follower, FollowerFactory
 from kiosktest import AgentProcess, Subscriber, wait_until
 from sessions.sesskit import find_pii
 
-from agent.devbroker import DevBroker
+from agent.sim.devbroker import DevBroker
 from hal.sim.idcard import SAMPLE_KINDS, sample_card
 
 FAST_READER = "\n[devices.idcard]\npoll_interval_s = 0.2\n"

@@ -26,9 +26,9 @@ import sys
 import time
 from pathlib import Path
 
-from agent.journal import record_hash, verify_chain
-from agent.keys import DEVICE_KEY_NAME, load_public
-from agent.store import DB_NAME
+from agent.store.journal import record_hash, verify_chain
+from agent.runtime.keys import DEVICE_KEY_NAME, load_public
+from agent.store.database import DB_NAME
 
 HERE = Path(__file__).resolve().parent
 LAZYFS = HERE / "lazyfs.py"

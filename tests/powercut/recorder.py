@@ -21,10 +21,10 @@ import random
 import sys
 from pathlib import Path
 
-from agent.journal import Journal, synthetic_tx
-from agent.keys import load_or_create
-from agent.outbox import _DoneJob
-from agent.store import Store
+from agent.store.journal import Journal, synthetic_tx
+from agent.runtime.keys import load_or_create
+from agent.store.outbox import _DoneJob
+from agent.store.database import Store
 
 
 async def main(args: argparse.Namespace) -> None:

@@ -1,7 +1,7 @@
 # SPDX-License-Identifier: Apache-2.0
 """Helpers for the session tests: configs, the agent in-process, PII scans.
 
-The agent runs exactly as ``kiosk-agent run`` builds it (``agent.daemon.Agent``),
+The agent runs exactly as ``kiosk-agent run`` builds it (``agent.runtime.daemon.Agent``),
 on the simulated peripherals, against the test's real Mosquitto.
 """
 
@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any, AsyncIterator
 
 from agent.config import DEFAULT_SIM_CONFIG, Config, load_config
-from agent.devrun import write_sim_config
-from agent.sealing import X25519PrivateKey, public_key_b64, save_private_key
+from agent.sim.devrun import write_sim_config
+from agent.wire.sealing import X25519PrivateKey, public_key_b64, save_private_key
 
 __all__ = ["BackOffice", "session_config", "running_agent", "encodings", "find_pii", "QUICK_SERVICES",
            "wait_event"]
@@ -86,7 +86,7 @@ def session_config(workdir: Path, broker_url: str, backoffice: BackOffice, *, ex
 @contextlib.asynccontextmanager
 async def running_agent(cfg: Config, *, connect: bool = True) -> AsyncIterator[tuple[Any, Any]]:
     """``(agent, engine)`` of a running in-process agent; stopped cleanly on exit."""
-    from agent.daemon import Agent
+    from agent.runtime.daemon import Agent
 
     agent = Agent(cfg)
     runner = asyncio.create_task(agent.run())
@@ -139,4 +139,4 @@ def find_pii(blob: bytes, secrets: list[str]) -> list[str]:
 
 
 def quiet_logs() -> None:
-    logging.getLogger("agent.uplink").setLevel(logging.WARNING)
+    logging.getLogger("agent.uplink.connection").setLevel(logging.WARNING)

@@ -17,10 +17,10 @@ from typing import Any
 import pytest
 
 from agent.config import load_config
-from agent.devbroker import DevBroker
-from agent.sealing import Bundle, open_bundle
-from agent.evidence import parse_content
-from agent.sessions import NotInService
+from agent.sim.devbroker import DevBroker
+from agent.wire.sealing import Bundle, open_bundle
+from agent.sessions.evidence import parse_content
+from agent.sessions.engine import NotInService
 from hal.sim.idcard import sample_card, synthetic_number
 from kiosktest import Subscriber, wait_until
 from sesskit import QUICK_SERVICES, BackOffice, running_agent, session_config, wait_event

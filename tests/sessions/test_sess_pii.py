@@ -19,9 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from agent.config import load_config
-from agent.devbroker import DevBroker
-from agent.evidence import parse_content
-from agent.sealing import Bundle, open_bundle
+from agent.sim.devbroker import DevBroker
+from agent.sessions.evidence import parse_content
+from agent.wire.sealing import Bundle, open_bundle
 from hal.sim.idcard import sample_card, synthetic_number
 from kiosktest import Subscriber
 from sesskit import BackOffice, find_pii, running_agent, session_config, wait_event

@@ -26,8 +26,8 @@ from sesskit import (
 )
 
 from agent.config import load_config
-from agent.devbroker import DevBroker
-from agent.sessions import PrinterUnavailable
+from agent.sim.devbroker import DevBroker
+from agent.sessions.engine import PrinterUnavailable
 from hal.sim.idcard import sample_card, synthetic_number
 
 RECORD_PRINT = '''

@@ -23,9 +23,9 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from agent.devbroker import DevBroker
-from agent.journal import canonical
-from agent.keys import public_pem
+from agent.sim.devbroker import DevBroker
+from agent.store.journal import canonical
+from agent.runtime.keys import public_pem
 from hal.sim.idcard import SAMPLE_KINDS, sample_card
 from kiosktest import Subscriber, wait_until
 from sesskit import BackOffice, session_config
@@ -182,7 +182,7 @@ def test_trickle_stops_even_when_a_cancel_is_swallowed() -> None:
     import asyncio
     import time
 
-    from agent.simulate import Trickle
+    from agent.sim.simulate import Trickle
 
     async def go() -> None:
         async def stubborn() -> None:

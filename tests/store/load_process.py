@@ -23,11 +23,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from storekit import mqtt_config
 
-from agent.journal import Journal, synthetic_tx
-from agent.keys import load_or_create
-from agent.outbox import Outbox
-from agent.store import Store
-from agent.uplink import Uplink
+from agent.store.journal import Journal, synthetic_tx
+from agent.runtime.keys import load_or_create
+from agent.store.outbox import Outbox
+from agent.store.database import Store
+from agent.uplink.connection import Uplink
 
 
 async def main(args: argparse.Namespace) -> int:

@@ -27,8 +27,8 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from agent.config import MqttConfig
-from agent.devbroker import DevBroker
-from agent.journal import verify_chain
+from agent.sim.devbroker import DevBroker
+from agent.store.journal import verify_chain
 
 __all__ = ["DurableSubscriber", "check_delivery", "mqtt_config", "start_broker", "wait_until"]
 

@@ -17,9 +17,9 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from kiosktest import AgentProcess, Subscriber
 
-from agent.contract import validate
-from agent.journal import GENESIS, Journal, verify_epochs
-from agent.store import CONTINUITY_NAME, DB_NAME, Store
+from agent.wire.contract import validate
+from agent.store.journal import GENESIS, Journal, verify_epochs
+from agent.store.database import CONTINUITY_NAME, DB_NAME, Store
 
 
 def _record(store: Store, key: Ed25519PrivateKey, count: int) -> list[bytes]:
@@ -69,7 +69,7 @@ def test_a_lost_store_starts_a_new_epoch_that_names_the_last_one(tmp_path: Path,
 
 
 def canonical_bytes(rec: dict) -> bytes:
-    from agent.journal import canonical
+    from agent.store.journal import canonical
     return canonical(rec)
 
 
@@ -171,7 +171,7 @@ def test_storage_files_are_private_whatever_the_umask(tmp_path: Path) -> None:
 def test_damage_found_by_the_background_check_sets_the_store_aside_while_serving(
         agent_factory: type[AgentProcess], subscriber: Subscriber) -> None:
     """After a clean stop the start-up path does not read every page; the background check does."""
-    from agent.keys import load_or_create
+    from agent.runtime.keys import load_or_create
 
     agent = agent_factory()
     key = load_or_create(None, agent.state_dir, production=False)

@@ -15,7 +15,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from agent.errors import AgentError
-from agent.journal import (
+from agent.store.journal import (
     GENESIS,
     Journal,
     JournalError,
@@ -27,8 +27,8 @@ from agent.journal import (
     verify_ack,
     verify_chain,
 )
-from agent.keys import DEVICE_KEY_NAME, KeyError_, fast_signer, key_id, load_or_create
-from agent.store import DB_NAME, Store
+from agent.runtime.keys import DEVICE_KEY_NAME, KeyError_, fast_signer, key_id, load_or_create
+from agent.store.database import DB_NAME, Store
 
 
 def _record(store: Store, key: Ed25519PrivateKey, txs: list[dict]) -> list:
@@ -290,7 +290,7 @@ def test_synthetic_load_records_without_pii(tmp_path: Path) -> None:
 
 
 def test_signed_acks_are_checked_for_key_kiosk_content_and_domain() -> None:
-    from agent.signing import KIND_ACK, KIND_CMD, public_raw, sign
+    from agent.wire.signing import KIND_ACK, KIND_CMD, public_raw, sign
 
     backoffice, stranger = Ed25519PrivateKey.generate(), Ed25519PrivateKey.generate()
     keys = [public_raw(Ed25519PrivateKey.generate()), public_raw(backoffice)]
@@ -314,7 +314,7 @@ def test_signed_acks_are_checked_for_key_kiosk_content_and_domain() -> None:
 
 
 def test_production_kiosk_without_ack_keys_marks_nothing(tmp_path: Path) -> None:
-    from agent.uplink import Message
+    from agent.uplink.connection import Message
 
     key = Ed25519PrivateKey.generate()
     store = Store.open(tmp_path)

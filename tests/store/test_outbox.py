@@ -16,12 +16,12 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from storekit import DurableSubscriber, mqtt_config, start_broker
 
-from agent.devbroker import DevBroker
+from agent.sim.devbroker import DevBroker
 from agent.errors import StoreFull
-from agent.journal import Journal, verify_chain
-from agent.outbox import Outbox, OutboxError
-from agent.store import Store
-from agent.uplink import Uplink
+from agent.store.journal import Journal, verify_chain
+from agent.store.outbox import Outbox, OutboxError
+from agent.store.database import Store
+from agent.uplink.connection import Uplink
 
 PREFIX = "kiosk/v1/f/k-1"
 

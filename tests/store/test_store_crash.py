@@ -26,7 +26,7 @@ import pytest
 from kiosktest import wait_until
 from storekit import DurableSubscriber, check_delivery, start_broker
 
-from agent.keys import DEVICE_KEY_NAME, load_public
+from agent.runtime.keys import DEVICE_KEY_NAME, load_public
 
 LOAD = Path(__file__).with_name("load_process.py")
 TOPIC = "kiosk/v1/f/k-1/tx"

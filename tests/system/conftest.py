@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 from mtlskit import Pki, broker_conf
 
-from agent.devbroker import DevBroker, find_mosquitto
+from agent.sim.devbroker import DevBroker, find_mosquitto
 from fleet import ca as fca
 
 

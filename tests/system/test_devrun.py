@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: Apache-2.0
-"""``make run`` (``python -m agent.devrun``) as a developer meets it, twice in a row.
+"""``make run`` (``python -m agent.sim.devrun``) as a developer meets it, twice in a row.
 
     .venv/bin/python -m pytest tests/system/test_devrun.py
 
@@ -28,12 +28,12 @@ KEY_FILES = {"dev-admin.key", "dev-admin.pub", "dev-backoffice.key", "dev-backof
 
 
 class DevRun:
-    """``python -m agent.devrun`` in ``workdir``; its output collected line by line."""
+    """``python -m agent.sim.devrun`` in ``workdir``; its output collected line by line."""
 
     def __init__(self, workdir: Path) -> None:
         self.lines: list[str] = []
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        self.proc = subprocess.Popen([sys.executable, "-m", "agent.devrun"], cwd=workdir, env=env,
+        self.proc = subprocess.Popen([sys.executable, "-m", "agent.sim.devrun"], cwd=workdir, env=env,
                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                      start_new_session=True)
         self._reader = threading.Thread(target=self._read, daemon=True)

@@ -29,7 +29,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from mtlskit import Pki, broker_conf
 from paho.mqtt.enums import CallbackAPIVersion
 
-from agent.devbroker import DevBroker
+from agent.sim.devbroker import DevBroker
 from fleet import ca as fca
 
 WAIT = 30.0          # generous: other engineers load the same 2 cores

@@ -36,7 +36,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from sandbox import sandbox_argv
 
 from agent.config import load_config
-from agent.devbroker import DevBroker
+from agent.sim.devbroker import DevBroker
 from fleet import ca as fca
 from provisioning.keys import make_csr
 

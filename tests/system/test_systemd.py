@@ -277,7 +277,7 @@ def test_agent_imports_and_crypto_under_mdwe() -> None:
     last = result.stdout.strip().splitlines()[-1]
     assert last.startswith("MDWE-OK"), result.stdout
     names = last.split()[2:]
-    for needed in ("agent", "agent.config", "agent.daemon", "hal", "fleet", "provisioning",
+    for needed in ("agent", "agent.config", "agent.runtime.daemon", "hal", "fleet", "provisioning",
                    "fleet.ca", "provisioning.cli"):
         assert needed in names, f"{needed} was not imported under MDWE"
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from kiosktest import AgentProcess, wait_until
 from mtlskit import Pki
 
-from agent.devbroker import DevBroker
+from agent.sim.devbroker import DevBroker
 
 WAIT = 60.0          # generous: other engineers load the same 2 cores
 

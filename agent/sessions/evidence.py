@@ -5,7 +5,7 @@ A completed session that read an ID card leaves one bundle: the full card
 record, its WLT photo, the mailing address where a document is mailed, and
 the captured face JPEG only where the service records a legal basis or the
 citizen consented (default deny). The content is sealed
-(:mod:`agent.sealing`) the moment it is built; only ciphertext is ever
+(:mod:`agent.wire.sealing`) the moment it is built; only ciphertext is ever
 written to disk, logged size-only, or published.
 
 Bundles are kept in the ``evidence`` table of the agent database until the
@@ -38,9 +38,9 @@ import time
 from pathlib import Path
 from typing import Any, Iterable
 
-from agent.contract import encode, envelope
+from agent.wire.contract import encode, envelope
 from agent.errors import StoreError
-from agent.sealing import Bundle, seal
+from agent.wire.sealing import Bundle, seal
 
 __all__ = ["EvidenceContent", "EvidenceStore", "CONTENT_FORMAT", "seal_content", "evidence_payload",
            "parse_content"]
@@ -114,7 +114,7 @@ def seal_content(recipient_public_key: bytes, tx_id: str, content: EvidenceConte
 
 def evidence_payload(kiosk: str, tx_id: str, seq: int | None, service: str, bundle: Bundle,
                      contents: list[str]) -> bytes:
-    """The ``evidence`` message (schema ``agent/schemas/evidence.json``)."""
+    """The ``evidence`` message (schema ``agent/wire/schemas/evidence.json``)."""
     fields: dict[str, Any] = {"tx": tx_id, "service": service, "contents": contents,
                               "bundle": bundle.to_dict()}
     if seq is not None:

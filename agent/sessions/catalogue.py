@@ -27,7 +27,7 @@ from agent.errors import AgentError, ConfigError
 __all__ = ["Catalogue", "UnknownService", "DEFAULT_CATALOGUE", "load_default_services",
            "STEP_KINDS", "ServiceConfig", "StepConfig"]
 
-DEFAULT_CATALOGUE = Path(__file__).with_name("data") / "services.toml"
+DEFAULT_CATALOGUE = Path(__file__).parent.parent / "data" / "services.toml"
 
 
 class UnknownService(AgentError):

@@ -61,7 +61,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.errors import StoreError, StoreFull
-from agent.salvage import SEQ_COUNTER, SalvageReport, salvage
+from agent.store.salvage import SEQ_COUNTER, SalvageReport, salvage
 
 __all__ = ["CONTINUITY_NAME", "DB_NAME", "Continuity", "Job", "Store", "Writer", "delete_ids", "get_setting",
            "insert_rows", "put_setting", "store_error"]
@@ -251,7 +251,7 @@ class Store:
         self.fresh = False                # created by this open (new, emptied or recovered)
         self.checked_at_open = False      # quick_check ran on the start-up path (last stop not clean)
         self.check_problem: str | None = None     # what the background check found
-        self.journal_epoch: str | None = None     # set by the journal once it has decided (agent/journal.py)
+        self.journal_epoch: str | None = None     # set by the journal once it has decided (agent/store/journal.py)
         self._check_thread: threading.Thread | None = None
         self._writer: Writer | None = None
         # Told (on the loop thread) of rows the journal adds to the outbox:

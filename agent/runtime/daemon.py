@@ -30,19 +30,19 @@ import uuid
 from typing import Any
 
 from agent import __version__
-from agent.alarms import Alarms
+from agent.runtime.alarms import Alarms
 from agent.config import Config, load_config
-from agent.contract import CONTRACT_VERSION, TX_ACK_MAX_BYTES, Topics, encode, envelope, now_ms
+from agent.wire.contract import CONTRACT_VERSION, TX_ACK_MAX_BYTES, Topics, encode, envelope, now_ms
 from agent.errors import AgentError, ConfigError, StoreError
-from agent.journal import Journal, synthetic_load
-from agent.keys import load_or_create
-from agent.outbox import Outbox
-from agent.health import HealthReporter, certificate_alarm, system_alarms, system_snapshot
-from agent.peripherals import Peripherals
-from agent.sdnotify import notify, watchdog_interval
-from agent.simcontrol import SimControl, socket_path
-from agent.store import Store
-from agent.uplink import Uplink
+from agent.store.journal import Journal, synthetic_load
+from agent.runtime.keys import load_or_create
+from agent.store.outbox import Outbox
+from agent.runtime.health import HealthReporter, certificate_alarm, system_alarms, system_snapshot
+from agent.runtime.peripherals import Peripherals
+from agent.runtime.sdnotify import notify, watchdog_interval
+from agent.sim.simcontrol import SimControl, socket_path
+from agent.store.database import Store
+from agent.uplink.connection import Uplink
 from hal.device import DeviceEvent
 from hal.exc import HalError
 
@@ -56,8 +56,8 @@ log = logging.getLogger(__name__)
 # It may have ``prepare()``, called before the broker connection is opened,
 # for state the first birth message must already show (the service mode)
 # and for its simulator controls.
-COMPONENTS: list[str] = ["agent.commands:CommandService", "agent.remoteconfig:RemoteConfig",
-                         "agent.sessions:SessionEngine"]
+COMPONENTS: list[str] = ["agent.control.commands:CommandService", "agent.control.remoteconfig:RemoteConfig",
+                         "agent.sessions.engine:SessionEngine"]
 
 SYSTEM = "system"          # owner of the board's own alarms (disk, temperature, supply)
 OUTBOX = "outbox"          # owner of outbox_backlog, disk_low (outbox watermark), publish_refused
@@ -162,7 +162,7 @@ class Agent:
 
     def _restore_confirmed_config(self, exc: BaseException) -> bool:
         """A start failed: if a remote apply put this file here, go back to the confirmed one."""
-        from agent.remoteconfig import restore_confirmed
+        from agent.control.remoteconfig import restore_confirmed
 
         code = getattr(exc, "code", exc.__class__.__name__)
         log.error("start failed (%s): %s", code, exc)
@@ -407,7 +407,7 @@ class Agent:
         self._after_first_connect()
 
     def _after_first_connect(self) -> None:
-        """Store upkeep kept off the start-up path; each runs once per store (agent/store.py, agent/alarms.py)."""
+        """Store upkeep kept off the start-up path; each runs once per store (agent/store/database.py, agent/runtime/alarms.py)."""
         assert self.store is not None and self.alarms is not None and self.uplink is not None
         # A damaged file: restarting the components reopens the store, which then checks it
         # on the start-up path (no clean-stop marker), sets it aside, salvages it and raises

@@ -1,8 +1,8 @@
 # SPDX-License-Identifier: Apache-2.0
 """Signed fleet commands: verification, nonces, handlers, results, audit.
 
-Component ``agent.commands:CommandService`` (the envelope and its
-verification policy are in :mod:`agent.signing`). It subscribes to
+Component ``agent.control.commands:CommandService`` (the envelope and its
+verification policy are in :mod:`agent.wire.signing`). It subscribes to
 ``cmd/+`` and answers every message on ``cmd/{name}/result``, echoing the
 MQTT 5 correlation data (and, in the payload, as ``correlation`` hex):
 
@@ -37,10 +37,10 @@ import time
 from typing import Any, Callable
 
 from agent.config import MODES
-from agent.contract import encode, envelope, now_ms
+from agent.wire.contract import encode, envelope, now_ms
 from agent.errors import AgentError, NotConnected, StoreError
-from agent.signing import SPECS, CommandRefused, Verified, verify_command, verify_signed
-from agent.store import ISSUED_COUNTER, Store, get_setting, put_setting
+from agent.wire.signing import SPECS, CommandRefused, Verified, verify_command, verify_signed
+from agent.store.database import ISSUED_COUNTER, Store, get_setting, put_setting
 
 # The envelope policy (CommandRefused, verify_command, SPECS) lives in agent.signing,
 # shared with kioskctl; re-exported here for the component's users.
@@ -651,7 +651,7 @@ async def _print_test_page(svc: CommandService, cmd: Verified, ctx: Context) -> 
 
 async def _ack_alarm(svc: CommandService, cmd: Verified, ctx: Context) -> dict[str, Any]:
     """Clear a latched alarm (tamper) whose cause has gone; the clear names the key that acknowledged it."""
-    from agent.alarms import AlarmCausePresent, AlarmNotLatched
+    from agent.runtime.alarms import AlarmCausePresent, AlarmNotLatched
     alarms = svc.agent.alarms
     if alarms is None:
         raise CommandFailed("cmd.unavailable", "alarms are not running")

@@ -39,7 +39,7 @@ import re
 import sqlite3
 from typing import Any, Callable
 
-from agent.contract import Topics, encode, envelope, now_ms
+from agent.wire.contract import Topics, encode, envelope, now_ms
 from agent.errors import AgentError
 
 __all__ = ["Alarms", "ActiveAlarm", "SEVERITY", "ALIASES", "LATCHING", "AlarmNotLatched", "AlarmCausePresent"]

@@ -21,7 +21,7 @@ import time
 from typing import Any, TextIO
 
 from agent.config import Config
-from agent.peripherals import Peripherals
+from agent.runtime.peripherals import Peripherals
 from hal.device import UNKNOWN, SelftestResult
 
 __all__ = ["run_selftest", "format_table"]

@@ -11,7 +11,7 @@ topic string or a field name.
 
 Every upward payload is JSON with ``v`` (contract version), ``kiosk`` and
 ``ts`` (UTC epoch milliseconds), plus the fields of its schema in
-``agent/schemas/<name>.json``, which ``docs/mqtt-api.yaml`` references.
+``agent/wire/schemas/<name>.json``, which ``docs/mqtt-api.yaml`` references.
 """
 
 from __future__ import annotations
@@ -148,7 +148,7 @@ def decode(data: bytes) -> Any:
 
 @lru_cache(maxsize=None)
 def schema(name: str) -> dict[str, Any]:
-    """The JSON Schema of payload ``name`` (file ``agent/schemas/<name>.json``)."""
+    """The JSON Schema of payload ``name`` (file ``agent/wire/schemas/<name>.json``)."""
     result: dict[str, Any] = json.loads((SCHEMA_DIR / f"{name}.json").read_text(encoding="utf-8"))
     return result
 

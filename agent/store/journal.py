@@ -64,12 +64,12 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PublicKey,
 )
 
-from agent.contract import CONTRACT_VERSION, Topics, loads_strict
+from agent.wire.contract import CONTRACT_VERSION, Topics, loads_strict
 from agent.errors import AgentError
-from agent.keys import fast_signer, key_id
-from agent.salvage import REQUEUE_COUNTER, SEQ_COUNTER
-from agent.signing import KIND_ACK, verify
-from agent.store import Job, Store, get_setting, insert_rows, store_error
+from agent.runtime.keys import fast_signer, key_id
+from agent.store.salvage import REQUEUE_COUNTER, SEQ_COUNTER
+from agent.wire.signing import KIND_ACK, verify
+from agent.store.database import Job, Store, get_setting, insert_rows, store_error
 
 __all__ = [
     "GENESIS",

@@ -1,8 +1,8 @@
 # SPDX-License-Identifier: Apache-2.0
 """Desired configuration: signed ``config/desired`` in, ``config/reported`` out.
 
-Component ``agent.remoteconfig:RemoteConfig``. A desired configuration is a
-signed envelope (``agent.signing``, kind ``config``, admin keys only) carrying
+Component ``agent.control.remoteconfig:RemoteConfig``. A desired configuration is a
+signed envelope (``agent.wire.signing``, kind ``config``, admin keys only) carrying
 the whole TOML file and a ``version`` that must increase (anti-rollback; the
 retained message is re-delivered on every reconnect, so an equal version is
 simply "already in force").
@@ -46,7 +46,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from agent.commands import (
+from agent.control.commands import (
     ResultSender,
     audit,
     ensure_schema,
@@ -55,9 +55,9 @@ from agent.commands import (
     put_setting,
 )
 from agent.config import Config, parse_config, tls_context
-from agent.contract import encode, envelope, now_ms
+from agent.wire.contract import encode, envelope, now_ms
 from agent.errors import AgentError, ConfigError
-from agent.signing import KIND_CONFIG, CommandRefused, verify_signed
+from agent.wire.signing import KIND_CONFIG, CommandRefused, verify_signed
 
 __all__ = ["REJECTED_KEEP", "RemoteConfig", "dry_run", "restore_confirmed"]
 
@@ -89,7 +89,7 @@ def dry_run(cfg: Config) -> None:
     kiosk is off the broker: the device key, the HAL backend and the TLS
     files. Nothing is created and no device is claimed.
     """
-    from agent.keys import load_private
+    from agent.runtime.keys import load_private
     from hal.backend import select_backend
     from hal.exc import HalError
 
@@ -124,7 +124,7 @@ def restore_confirmed(cfg: Config, reason: str) -> bool:
     start is rolled back by the next start instead of crash-looping. True
     if the confirmed file was restored (the caller reloads and starts again).
     """
-    from agent.store import DB_NAME
+    from agent.store.database import DB_NAME
 
     path, db = cfg.source, Path(cfg.storage.dir) / DB_NAME
     if path is None or not db.exists():

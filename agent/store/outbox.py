@@ -53,7 +53,7 @@ from collections.abc import Callable
 from typing import Any
 
 from agent.errors import AgentError, StoreError, StoreFull
-from agent.store import Job, Store, delete_ids, store_error
+from agent.store.database import Job, Store, delete_ids, store_error
 
 __all__ = ["CLASSES", "ClassSpec", "Outbox", "OutboxError"]
 

@@ -1,15 +1,15 @@
 # SPDX-License-Identifier: Apache-2.0
 """The citizen session engine: one session at a time, step by step.
 
-A component (``"agent.sessions:SessionEngine"`` in ``agent.daemon.COMPONENTS``).
+A component (``"agent.sessions.engine:SessionEngine"`` in ``agent.runtime.daemon.COMPONENTS``).
 Device events (ID card read, scan) and the calls of a kiosk UI drive a
-state machine over the service's steps (:mod:`agent.catalogue`). Every
+state machine over the service's steps (:mod:`agent.sessions.catalogue`). Every
 session ends as ``completed``, ``abandoned`` (the citizen cancelled or
 walked away: a step timed out) or ``failed`` (the kiosk could not go on: a
 device fault, maintenance mode, the door opened, shutdown), and becomes one
 PII-free transaction record in the journal, with each step's timing. A
 completed session that read a card also leaves a sealed evidence bundle
-(:mod:`agent.evidence`). Whatever the outcome, the session's personal data
+(:mod:`agent.sessions.evidence`). Whatever the outcome, the session's personal data
 is then wiped, so the next citizen starts clean.
 
 The UI API is plain async methods (``begin`` rather than ``start``, which
@@ -44,11 +44,11 @@ import time
 import uuid
 from typing import Any, Callable
 
-from agent.catalogue import Catalogue
+from agent.sessions.catalogue import Catalogue
 from agent.config import ServiceConfig
 from agent.errors import AgentError
-from agent.evidence import EvidenceContent, EvidenceStore, evidence_payload, seal_content
-from agent.sessionio import DeviceIO, dev_recipient_key, mask_id, mask_reference, s10_waybill
+from agent.sessions.evidence import EvidenceContent, EvidenceStore, evidence_payload, seal_content
+from agent.sessions.sessionio import DeviceIO, dev_recipient_key, mask_id, mask_reference, s10_waybill
 from hal.device import DeviceEvent
 
 __all__ = ["SessionEngine", "SessionError", "Busy", "NotInService", "OfflineNotAllowed", "NoSession",
@@ -226,7 +226,7 @@ class SessionEngine:
         self._sweep()
         peripherals = self.agent.peripherals
         if self.cfg.sim.sessions_per_minute > 0 and peripherals is not None and peripherals.backend.simulated:
-            from agent.simulate import Trickle
+            from agent.sim.simulate import Trickle
             self._trickle = Trickle(self.agent, self, self.cfg.sim.sessions_per_minute)
             self._trickle.start()
         log.info("session engine ready: %d services%s", len(self.catalogue),

@@ -51,7 +51,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 )
 
 from agent.config import MODES, CommandsConfig, OperatorKey
-from agent.contract import loads_strict
+from agent.wire.contract import loads_strict
 from agent.errors import AgentError
 
 __all__ = ["KIND_CMD", "KIND_CONFIG", "KIND_ACK", "DOMAINS", "SigningError", "canonical", "signing_input", "sign",

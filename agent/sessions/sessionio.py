@@ -1,7 +1,7 @@
 # SPDX-License-Identifier: Apache-2.0
 """The session engine's edges: record helpers, devices, journal and outbox.
 
-Split from :mod:`agent.sessions` to keep the state machine readable; nothing
+Split from :mod:`agent.sessions.engine` to keep the state machine readable; nothing
 here keeps state of its own.
 
     mask_id("AB0000000000WXYZ")            # "AB**********WXYZ"
@@ -82,7 +82,7 @@ def dev_recipient_key(cfg: Any) -> bytes | None:
     """
     if cfg.hal.backend != "sim" or cfg.kiosk.mode != "development":
         return None
-    from agent.sealing import X25519PrivateKey, load_private_key, save_private_key
+    from agent.wire.sealing import X25519PrivateKey, load_private_key, save_private_key
     path = cfg.storage.dir / DEV_KEY_NAME
     if path.exists():
         key = load_private_key(path)

@@ -20,7 +20,7 @@ from typing import Any, Callable
 import psutil
 
 from agent import __version__
-from agent.contract import envelope
+from agent.wire.contract import envelope
 
 __all__ = ["HealthReporter", "system_snapshot", "cpu_temperature"]
 

@@ -32,7 +32,7 @@ exchange (no key-reuse across recipients). The associated data is exactly the
 transaction id, UTF-8: a bundle moved to another transaction fails to open.
 A fresh ephemeral key per bundle means the nonce never repeats under a key.
 
-The plaintext is opaque here; ``agent.evidence`` defines its JSON content.
+The plaintext is opaque here; ``agent.sessions.evidence`` defines its JSON content.
 """
 
 from __future__ import annotations

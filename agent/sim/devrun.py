@@ -25,13 +25,13 @@ import sys
 import threading
 from pathlib import Path
 
-from agent.commands import EX_TEMPFAIL
+from agent.control.commands import EX_TEMPFAIL
 from agent.config import DEFAULT_SIM_CONFIG, load_config
-from agent.devbroker import DevBroker, free_port
+from agent.sim.devbroker import DevBroker, free_port
 from agent.errors import AgentError
-from agent.keys import load_private
-from agent.sealing import load_private_key, public_key_b64
-from agent.signing import public_b64
+from agent.runtime.keys import load_private
+from agent.wire.sealing import load_private_key, public_key_b64
+from agent.wire.signing import public_b64
 
 __all__ = ["DevKeys", "choose_port", "ensure_dev_keys", "main", "prepare_config", "write_sim_config"]
 
@@ -157,7 +157,7 @@ def prepare_config(run_dir: Path, broker_url: str, keys: DevKeys) -> tuple[Path,
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m agent.devrun", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m agent.sim.devrun", description=__doc__.splitlines()[0])
     parser.add_argument("--dir", type=Path, default=Path(".run"))
     args = parser.parse_args(argv)
     run_dir = args.dir.resolve()

@@ -1,7 +1,7 @@
 # SPDX-License-Identifier: Apache-2.0
 """Simulated citizens: ``kiosk-agent simulate`` and the ``sim.sessions_per_minute`` trickle.
 
-Both run the real agent (:class:`agent.daemon.Agent`: uplink, journal,
+Both run the real agent (:class:`agent.runtime.daemon.Agent`: uplink, journal,
 outbox, session engine) on simulated hardware and act as citizens would:
 pick a service, place an ID card on the simulated reader (every card type
 in turn, synthetic holders from the simulator), give a mailing address,
@@ -259,7 +259,7 @@ async def simulate(cfg: Config, sessions: int, service: str | None = None, *, pr
                    cancel_rate: float = 0.0, connect_timeout: float = 15.0,
                    drain_timeout: float = 120.0) -> Summary:
     """Run the agent in-process, drive ``sessions`` citizens, drain, stop."""
-    from agent.daemon import Agent
+    from agent.runtime.daemon import Agent
 
     agent = Agent(cfg)
     runner = asyncio.create_task(agent.run(), name="agent")

@@ -1,0 +1,2 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Fleet commands and remote configuration: verification, nonces, handlers, audit."""

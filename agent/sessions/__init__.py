@@ -1,0 +1,2 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Citizen sessions: the engine, its device edges, the service catalogue, sealed evidence."""
