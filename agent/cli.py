@@ -44,8 +44,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     cfg = _load(args.config)
     _setup_logging(cfg.logging.level)
     from agent.runtime.daemon import run_agent
+    from agent.sim.simulate import start_trickle
     try:
-        return run_agent(cfg)
+        return run_agent(cfg, companions=(start_trickle,))
     except BackendUnavailable as exc:
         print(f"{args.config}: hal.backend: {exc}", file=sys.stderr)
         return EX_CONFIG

@@ -16,21 +16,36 @@ kiosk that behaves unlike its file.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import dataclasses
+import functools
 import re
 import ssl
 import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import field
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from agent.errors import ConfigError
 
-__all__ = ["Config", "load_config", "parse_config", "SERIAL_DEVICES", "DEFAULT_SIM_CONFIG", "DEFAULT_CONFIG",
-           "tls_context", "deployment_warnings"]
+__all__ = [
+    "DEFAULT_CONFIG",
+    "DEFAULT_SIM_CONFIG",
+    "SERIAL_DEVICES",
+    "Config",
+    "deployment_warnings",
+    "load_config",
+    "parse_config",
+    "tls_context",
+]
 
 SERIAL_DEVICES = ("idcard", "printer", "scanner", "coproc")
 MODES = ("in_service", "maintenance", "out_of_service")
+STEP_KINDS = ("read_id", "capture_photo", "confirm", "print_receipt", "scan_payment", "capture_address")
+RECEIPT_ROLES = ("purpose", "secondary")
 DEFAULT_SIM_CONFIG = Path(__file__).with_name("data") / "sim.toml"
 DEFAULT_CONFIG = Path("/etc/kiosk-agent/agent.toml")      # what the service runs with
 
@@ -38,205 +53,18 @@ DEFAULT_CONFIG = Path("/etc/kiosk-agent/agent.toml")      # what the service run
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 
 
-@dataclasses.dataclass(frozen=True)
-class KioskConfig:
-    id: str
-    fleet: str
-    site: str
-    mode: str = "production"          # production | development
-    initial_service_mode: str = "in_service"
-
-
-@dataclasses.dataclass(frozen=True)
-class TlsConfig:
-    ca_file: Path | None = None
-    cert_file: Path | None = None
-    key_file: Path | None = None
-
-
-@dataclasses.dataclass(frozen=True)
-class MqttConfig:
-    url: str
-    host: str
-    port: int
-    tls_enabled: bool
-    keepalive: int = 60
-    client_id: str = ""
-    reconnect_min_s: float = 1.0
-    reconnect_max_s: float = 120.0
-    max_inflight: int = 50
-    tls: TlsConfig = TlsConfig()
-
-
-@dataclasses.dataclass(frozen=True)
-class StorageConfig:
-    dir: Path
-    outbox_max_mb: int = 256
-    min_free_mb: int = 100
-    journal_keep_days: int = 90      # acknowledged records older than this are pruned; 0 keeps all
-
-
-@dataclasses.dataclass(frozen=True)
-class KeysConfig:
-    signing_key: Path | None = None
-
-
-@dataclasses.dataclass(frozen=True)
-class HalConfig:
-    backend: str
-
-
-@dataclasses.dataclass(frozen=True)
-class HealthConfig:
-    interval_s: float = 300.0
-    temp_high_c: float = 70.0
-
-
-@dataclasses.dataclass(frozen=True)
-class SerialDeviceConfig:
-    enabled: bool = True
-    url: str | None = None
-    baudrate: int | None = None
-    poll_interval_s: float = 2.0
-
-
-@dataclasses.dataclass(frozen=True)
-class CoprocConfig:
-    """The RP2040 link and the host watchdog policy it enforces."""
-
-    enabled: bool = True
-    url: str | None = None
-    baudrate: int = 115200
-    poll_interval_s: float = 2.0            # heartbeat period (the link is declared offline after 3)
-    watchdog_enabled: bool = True
-    watchdog_timeout_s: int = 120           # no heartbeat this long: power-cycle the Pi
-    watchdog_grace_s: int = 300             # after a power-up, before the first heartbeat counts
-    watchdog_max_per_hour: int = 3
-    firmware_public_keys: tuple[bytes, ...] = ()
-    temp_high_c: float = 50.0               # enclosure
-
-
-@dataclasses.dataclass(frozen=True)
-class CameraConfig:
-    enabled: bool = True
-    width: int = 1280
-    height: int = 960
-
-
-@dataclasses.dataclass(frozen=True)
-class GpioConfig:
-    """BCM pin numbers; ``None`` means the input or output is not fitted."""
-
-    enabled: bool = True
-    door: int | None = 17
-    tamper: int | None = 27
-    presence: int | None = 22
-    light_red: int | None = 5
-    light_amber: int | None = 6
-    light_green: int | None = 13
-    buzzer: int | None = 19
-    debounce_ms: int = 50
-    door_open_high: bool = True
-    tamper_open_high: bool = True
-
-
-@dataclasses.dataclass(frozen=True)
-class DevicesConfig:
-    idcard: SerialDeviceConfig = SerialDeviceConfig(baudrate=115200, poll_interval_s=1.0)
-    printer: SerialDeviceConfig = SerialDeviceConfig(baudrate=9600)
-    scanner: SerialDeviceConfig = SerialDeviceConfig(baudrate=115200)
-    coproc: CoprocConfig = CoprocConfig()
-    camera: CameraConfig = CameraConfig()
-    gpio: GpioConfig = GpioConfig()
-
-
-@dataclasses.dataclass(frozen=True)
-class SimConfig:
-    tx_per_minute: float = 0.0
-    sessions_per_minute: float = 0.0
-
-
-@dataclasses.dataclass(frozen=True)
-class LoggingConfig:
-    level: str = "INFO"
-
-
-@dataclasses.dataclass(frozen=True)
-class OperatorKey:
-    """A fleet key the kiosk trusts for signed commands and configuration."""
-
-    id: str
-    public_key: bytes          # raw 32-byte Ed25519 public key
-    role: str                  # operator | admin
-
-
-@dataclasses.dataclass(frozen=True)
-class CommandsConfig:
-    operators: tuple[OperatorKey, ...] = ()
-    max_clock_skew_s: float = 300.0
-    max_size_bytes: int = 262_144     # a firmware-update carries the image (~70 KB of base64)
-
-
-@dataclasses.dataclass(frozen=True)
-class EvidenceConfig:
-    recipient_public_key: bytes | None = None   # raw 32-byte X25519 key of the back office
-    retention_days: float = 30.0
-    ack_public_keys: tuple[bytes, ...] = ()     # raw Ed25519 keys that sign tx/ack (the back office)
-
-
-@dataclasses.dataclass(frozen=True)
-class StepConfig:
-    kind: str
-    timeout_s: float
-
-
-@dataclasses.dataclass(frozen=True)
-class ServiceConfig:
-    """One entry of the service catalogue."""
-
-    id: str
-    name_zh: str
-    name_en: str
-    steps: tuple[StepConfig, ...]
-    offline: bool = False
-    mail_document: bool = False
-    face_legal_basis: str | None = None   # a recorded legal basis lets the face photo be sealed
-    # "purpose": the receipt is what the citizen came for, so the service is not
-    # offered while the printer cannot print; "secondary": the service goes on.
-    receipt: str | None = None
-
-
-@dataclasses.dataclass(frozen=True)
-class SessionsConfig:
-    card_reminder_s: float = 10.0
-
-
-@dataclasses.dataclass(frozen=True)
-class Config:
-    kiosk: KioskConfig
-    mqtt: MqttConfig
-    storage: StorageConfig
-    hal: HalConfig
-    health: HealthConfig = HealthConfig()
-    keys: KeysConfig = KeysConfig()
-    devices: DevicesConfig = DevicesConfig()
-    sim: SimConfig = SimConfig()
-    logging: LoggingConfig = LoggingConfig()
-    commands: CommandsConfig = CommandsConfig()
-    evidence: EvidenceConfig = EvidenceConfig()
-    sessions: SessionsConfig = SessionsConfig()
-    services: tuple[ServiceConfig, ...] = ()
-    source: Path | None = None
-    raw: Mapping[str, Any] = dataclasses.field(default_factory=dict, compare=False, repr=False)
-
-    @property
-    def prefix(self) -> str:
-        return f"kiosk/v1/{self.kiosk.fleet}/{self.kiosk.id}/"
-
-
 # -- field checks --------------------------------------------------------------
+# A check turns one TOML value into the field's Python value or raises
+# ConfigError naming the key, the value and what was expected. Each dataclass
+# field below carries its check in ``metadata`` (see ``toml``), next to its
+# type and default, so the validator has nothing of its own to keep in step.
 
 Check = Callable[[str, Any], Any]
+
+
+def toml(check: Check) -> Mapping[str, Check]:
+    """Field metadata: the key is read from the TOML file through ``check``."""
+    return {"toml": check}
 
 
 def _string(pattern: re.Pattern[str] | None = None, what: str = "a non-empty string") -> Check:
@@ -286,7 +114,7 @@ def _path(key: str, value: Any) -> Path:
 def _pin(key: str, value: Any) -> int | None:
     if value is False or value == "none":
         return None
-    return _integer(0, 53)(key, value)
+    return int(_integer(0, 53)(key, value))
 
 
 def _serial_url(key: str, value: Any) -> str:
@@ -295,47 +123,267 @@ def _serial_url(key: str, value: Any) -> str:
     return value
 
 
-_KIOSK = {"id": (_string(_NAME, "lower-case letters, digits, '-' or '_', 1 to 64 characters"), True),
-          "fleet": (_string(_NAME, "lower-case letters, digits, '-' or '_', 1 to 64 characters"), True),
-          "site": (_string(), True),
-          "mode": (_choice("production", "development"), False),
-          "initial_service_mode": (_choice(*MODES), False)}
-_TLS = {"ca_file": (_path, False), "cert_file": (_path, False), "key_file": (_path, False)}
-_MQTT = {"url": (_string(), True), "keepalive": (_integer(5, 3600), False),
-         "client_id": (_string(_NAME, "lower-case letters, digits, '-' or '_'"), False),
-         "reconnect_min_s": (_number(0.1, 60), False), "reconnect_max_s": (_number(1, 3600), False),
-         "max_inflight": (_integer(20, 100), False)}
-_STORAGE = {"dir": (_path, True), "outbox_max_mb": (_integer(1, 100_000), False),
-            "min_free_mb": (_integer(0, 100_000_000), False), "journal_keep_days": (_integer(0, 36_500), False)}
-_KEYS = {"signing_key": (_path, False)}
-_HAL = {"backend": (_choice("real", "sim"), True)}
-_HEALTH = {"interval_s": (_number(5, 86_400), False), "temp_high_c": (_number(20, 120), False)}
-_SERIAL = {"enabled": (_boolean, False), "url": (_serial_url, False),
-           "baudrate": (_integer(1200, 4_000_000), False), "poll_interval_s": (_number(0.2, 600), False)}
-_COPROC = {**_SERIAL, "watchdog_enabled": (_boolean, False), "watchdog_timeout_s": (_integer(10, 86_400), False),
-           "watchdog_grace_s": (_integer(0, 86_400), False), "watchdog_max_per_hour": (_integer(0, 60), False),
-           "firmware_public_keys": (lambda k, v: _key_list(k, v, "Ed25519"), False),
-           "temp_high_c": (_number(0, 120), False)}
-
-
 def _list(key: str, value: Any) -> list[Any]:
     if not isinstance(value, list):
         raise ConfigError(key, value, "an array")
     return value
 
 
-_CAMERA = {"enabled": (_boolean, False), "width": (_integer(64, 8192), False),
-           "height": (_integer(64, 8192), False)}
-_GPIO: dict[str, tuple[Check, bool]] = {
-    "enabled": (_boolean, False), "debounce_ms": (_integer(0, 5000), False),
-    "door_open_high": (_boolean, False), "tamper_open_high": (_boolean, False),
-    **{name: (_pin, False) for name in ("door", "tamper", "presence", "light_red", "light_amber",
-                                         "light_green", "buzzer")}}
-_SIM = {"tx_per_minute": (_number(0, 60_000), False), "sessions_per_minute": (_number(0, 600), False)}
-_LOGGING = {"level": (_choice("DEBUG", "INFO", "WARNING", "ERROR"), False)}
+def _key32(kind: str) -> Check:
+    def check(key: str, value: Any) -> bytes:
+        try:
+            raw = base64.b64decode(value, validate=True) if isinstance(value, str) else b""
+        except (binascii.Error, ValueError):
+            raw = b""
+        if len(raw) != 32:
+            raise ConfigError(key, value, f"a base64 raw 32-byte {kind} public key")
+        return raw
+    return check
 
 
-def _table(raw: Any, key: str, spec: Mapping[str, tuple[Check, bool]]) -> dict[str, Any]:
+def _key_list(kind: str) -> Check:
+    def check(key: str, value: Any) -> tuple[bytes, ...]:
+        return tuple(_key32(kind)(f"{key}[{i}]", item) for i, item in enumerate(_list(key, value)))
+    return check
+
+
+def _nested(_key: str, value: Any) -> Any:
+    """A table or array of tables, validated by its own reader below."""
+    return value
+
+
+_ID = _string(_NAME, "lower-case letters, digits, '-' or '_'")
+_TOPIC_LEVEL = _string(_NAME, "lower-case letters, digits, '-' or '_', 1 to 64 characters")
+_BAUDRATE = _integer(1200, 4_000_000)
+_POLL_INTERVAL = _number(0.2, 600)
+
+
+# -- the configuration: each field's type, default and check in one place ------
+
+@dataclasses.dataclass(frozen=True)
+class KioskConfig:
+    id: str = field(metadata=toml(_TOPIC_LEVEL))
+    fleet: str = field(metadata=toml(_TOPIC_LEVEL))
+    site: str = field(metadata=toml(_string()))
+    mode: str = field(default="production", metadata=toml(_choice("production", "development")))
+    initial_service_mode: str = field(default="in_service", metadata=toml(_choice(*MODES)))
+
+
+@dataclasses.dataclass(frozen=True)
+class TlsConfig:
+    ca_file: Path | None = field(default=None, metadata=toml(_path))
+    cert_file: Path | None = field(default=None, metadata=toml(_path))
+    key_file: Path | None = field(default=None, metadata=toml(_path))
+
+
+@dataclasses.dataclass(frozen=True)
+class MqttConfig:
+    url: str = field(metadata=toml(_string()))
+    host: str                       # host, port and tls_enabled are read from url
+    port: int
+    tls_enabled: bool
+    keepalive: int = field(default=60, metadata=toml(_integer(5, 3600)))
+    client_id: str = field(default="", metadata=toml(_ID))      # "" in code; the kiosk id when read from a file
+    reconnect_min_s: float = field(default=1.0, metadata=toml(_number(0.1, 60)))
+    reconnect_max_s: float = field(default=120.0, metadata=toml(_number(1, 3600)))
+    max_inflight: int = field(default=50, metadata=toml(_integer(20, 100)))
+    tls: TlsConfig = TlsConfig()    # [mqtt.tls], read by _mqtt
+
+
+@dataclasses.dataclass(frozen=True)
+class StorageConfig:
+    dir: Path = field(metadata=toml(_path))
+    outbox_max_mb: int = field(default=256, metadata=toml(_integer(1, 100_000)))
+    min_free_mb: int = field(default=100, metadata=toml(_integer(0, 100_000_000)))
+    # acknowledged records older than this are pruned; 0 keeps all
+    journal_keep_days: int = field(default=90, metadata=toml(_integer(0, 36_500)))
+
+
+@dataclasses.dataclass(frozen=True)
+class KeysConfig:
+    signing_key: Path | None = field(default=None, metadata=toml(_path))
+
+
+@dataclasses.dataclass(frozen=True)
+class HalConfig:
+    backend: str = field(metadata=toml(_choice("real", "sim")))
+
+
+@dataclasses.dataclass(frozen=True)
+class HealthConfig:
+    interval_s: float = field(default=300.0, metadata=toml(_number(5, 86_400)))
+    temp_high_c: float = field(default=70.0, metadata=toml(_number(20, 120)))
+
+
+@dataclasses.dataclass(frozen=True)
+class SerialDeviceConfig:
+    enabled: bool = field(default=True, metadata=toml(_boolean))
+    url: str | None = field(default=None, metadata=toml(_serial_url))
+    baudrate: int | None = field(default=None, metadata=toml(_BAUDRATE))   # per device: see DevicesConfig
+    poll_interval_s: float = field(default=2.0, metadata=toml(_POLL_INTERVAL))
+
+
+@dataclasses.dataclass(frozen=True)
+class CoprocConfig:
+    """The RP2040 link and the host watchdog policy it enforces."""
+
+    enabled: bool = field(default=True, metadata=toml(_boolean))
+    url: str | None = field(default=None, metadata=toml(_serial_url))
+    baudrate: int = field(default=115200, metadata=toml(_BAUDRATE))
+    # heartbeat period (the link is declared offline after 3)
+    poll_interval_s: float = field(default=2.0, metadata=toml(_POLL_INTERVAL))
+    watchdog_enabled: bool = field(default=True, metadata=toml(_boolean))
+    # no heartbeat this long: power-cycle the Pi
+    watchdog_timeout_s: int = field(default=120, metadata=toml(_integer(10, 86_400)))
+    # after a power-up, before the first heartbeat counts
+    watchdog_grace_s: int = field(default=300, metadata=toml(_integer(0, 86_400)))
+    watchdog_max_per_hour: int = field(default=3, metadata=toml(_integer(0, 60)))
+    firmware_public_keys: tuple[bytes, ...] = field(default=(), metadata=toml(_key_list("Ed25519")))
+    temp_high_c: float = field(default=50.0, metadata=toml(_number(0, 120)))     # enclosure
+
+
+@dataclasses.dataclass(frozen=True)
+class CameraConfig:
+    enabled: bool = field(default=True, metadata=toml(_boolean))
+    width: int = field(default=1280, metadata=toml(_integer(64, 8192)))
+    height: int = field(default=960, metadata=toml(_integer(64, 8192)))
+
+
+@dataclasses.dataclass(frozen=True)
+class GpioConfig:
+    """BCM pin numbers; ``None`` means the input or output is not fitted."""
+
+    enabled: bool = field(default=True, metadata=toml(_boolean))
+    door: int | None = field(default=17, metadata=toml(_pin))
+    tamper: int | None = field(default=27, metadata=toml(_pin))
+    presence: int | None = field(default=22, metadata=toml(_pin))
+    light_red: int | None = field(default=5, metadata=toml(_pin))
+    light_amber: int | None = field(default=6, metadata=toml(_pin))
+    light_green: int | None = field(default=13, metadata=toml(_pin))
+    buzzer: int | None = field(default=19, metadata=toml(_pin))
+    debounce_ms: int = field(default=50, metadata=toml(_integer(0, 5000)))
+    door_open_high: bool = field(default=True, metadata=toml(_boolean))
+    tamper_open_high: bool = field(default=True, metadata=toml(_boolean))
+
+
+@dataclasses.dataclass(frozen=True)
+class DevicesConfig:
+    """Each table's default is the device's defaults: a file's keys are laid over it."""
+
+    idcard: SerialDeviceConfig = field(default=SerialDeviceConfig(baudrate=115200, poll_interval_s=1.0),
+                                       metadata=toml(_nested))
+    printer: SerialDeviceConfig = field(default=SerialDeviceConfig(baudrate=9600), metadata=toml(_nested))
+    scanner: SerialDeviceConfig = field(default=SerialDeviceConfig(baudrate=115200), metadata=toml(_nested))
+    coproc: CoprocConfig = field(default=CoprocConfig(), metadata=toml(_nested))
+    camera: CameraConfig = field(default=CameraConfig(), metadata=toml(_nested))
+    gpio: GpioConfig = field(default=GpioConfig(), metadata=toml(_nested))
+
+
+@dataclasses.dataclass(frozen=True)
+class SimConfig:
+    tx_per_minute: float = field(default=0.0, metadata=toml(_number(0, 60_000)))
+    sessions_per_minute: float = field(default=0.0, metadata=toml(_number(0, 600)))
+
+
+@dataclasses.dataclass(frozen=True)
+class LoggingConfig:
+    level: str = field(default="INFO", metadata=toml(_choice("DEBUG", "INFO", "WARNING", "ERROR")))
+
+
+@dataclasses.dataclass(frozen=True)
+class OperatorKey:
+    """A fleet key the kiosk trusts for signed commands and configuration."""
+
+    id: str = field(metadata=toml(_ID))
+    public_key: bytes = field(metadata=toml(_key32("Ed25519")))    # raw 32-byte Ed25519 public key
+    role: str = field(metadata=toml(_choice("operator", "admin")))
+
+
+@dataclasses.dataclass(frozen=True)
+class CommandsConfig:
+    operators: tuple[OperatorKey, ...] = field(default=(), metadata=toml(_nested))   # [[commands.operators]]
+    max_clock_skew_s: float = field(default=300.0, metadata=toml(_number(0, 86_400)))
+    # a firmware-update carries the image (~70 KB of base64)
+    max_size_bytes: int = field(default=262_144, metadata=toml(_integer(256, 1_048_576)))
+
+
+@dataclasses.dataclass(frozen=True)
+class EvidenceConfig:
+    # raw 32-byte X25519 key of the back office
+    recipient_public_key: bytes | None = field(default=None, metadata=toml(_key32("X25519")))
+    retention_days: float = field(default=30.0, metadata=toml(_number(0.01, 3650)))
+    # raw Ed25519 keys that sign tx/ack (the back office)
+    ack_public_keys: tuple[bytes, ...] = field(default=(), metadata=toml(_key_list("Ed25519")))
+
+
+@dataclasses.dataclass(frozen=True)
+class StepConfig:
+    kind: str = field(metadata=toml(_choice(*STEP_KINDS)))
+    timeout_s: float = field(metadata=toml(_number(1, 3600)))
+
+
+@dataclasses.dataclass(frozen=True)
+class ServiceConfig:
+    """One entry of the service catalogue."""
+
+    id: str = field(metadata=toml(_ID))
+    name_zh: str = field(metadata=toml(_string()))
+    name_en: str = field(metadata=toml(_string()))
+    steps: tuple[StepConfig, ...] = field(metadata=toml(_nested))       # [[services.steps]]
+    offline: bool = field(default=False, metadata=toml(_boolean))
+    mail_document: bool = field(default=False, metadata=toml(_boolean))
+    # a recorded legal basis lets the face photo be sealed
+    face_legal_basis: str | None = field(default=None, metadata=toml(_string()))
+    # "purpose": the receipt is what the citizen came for, so the service is not
+    # offered while the printer cannot print; "secondary": the service goes on.
+    receipt: str | None = field(default=None, metadata=toml(_choice(*RECEIPT_ROLES)))
+
+
+@dataclasses.dataclass(frozen=True)
+class SessionsConfig:
+    card_reminder_s: float = field(default=10.0, metadata=toml(_number(1, 600)))
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """The whole file; each ``toml`` field is a top-level table, required when it has no default."""
+
+    kiosk: KioskConfig = field(metadata=toml(_nested))
+    mqtt: MqttConfig = field(metadata=toml(_nested))
+    storage: StorageConfig = field(metadata=toml(_nested))
+    hal: HalConfig = field(metadata=toml(_nested))
+    health: HealthConfig = field(default=HealthConfig(), metadata=toml(_nested))
+    keys: KeysConfig = field(default=KeysConfig(), metadata=toml(_nested))
+    devices: DevicesConfig = field(default=DevicesConfig(), metadata=toml(_nested))
+    sim: SimConfig = field(default=SimConfig(), metadata=toml(_nested))
+    logging: LoggingConfig = field(default=LoggingConfig(), metadata=toml(_nested))
+    commands: CommandsConfig = field(default=CommandsConfig(), metadata=toml(_nested))
+    evidence: EvidenceConfig = field(default=EvidenceConfig(), metadata=toml(_nested))
+    sessions: SessionsConfig = field(default=SessionsConfig(), metadata=toml(_nested))
+    services: tuple[ServiceConfig, ...] = field(default=(), metadata=toml(_nested))   # [[services]]
+    source: Path | None = None
+    raw: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    @property
+    def prefix(self) -> str:
+        return f"kiosk/v1/{self.kiosk.fleet}/{self.kiosk.id}/"
+
+
+# -- the validator: reads the declarations above ---------------------------------
+
+def _required(f: dataclasses.Field[Any]) -> bool:
+    return f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+
+
+@functools.cache
+def _keys(cls: type) -> dict[str, tuple[Check, bool]]:
+    """``cls``'s TOML keys in declaration order: name -> (check, required)."""
+    return {f.name: (f.metadata["toml"], _required(f)) for f in dataclasses.fields(cls) if "toml" in f.metadata}
+
+
+def _table(raw: Any, key: str, cls: type) -> dict[str, Any]:
+    """Check the TOML table ``raw`` (at ``key``) against ``cls``'s declared keys; the values by name."""
+    spec = _keys(cls)
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
@@ -352,12 +400,19 @@ def _table(raw: Any, key: str, spec: Mapping[str, tuple[Check, bool]]) -> dict[s
     return out
 
 
+_T = TypeVar("_T")
+
+
+def _read(raw: Any, key: str, cls: type[_T]) -> _T:
+    return cls(**_table(raw, key, cls))
+
+
 def _mqtt(raw: Any, kiosk_id: str, base: Path) -> MqttConfig:
     raw_dict = raw if isinstance(raw, dict) else {}
     tls_raw = raw_dict.get("tls") if isinstance(raw_dict, dict) else None
     fields = _table({k: v for k, v in raw_dict.items() if k != "tls"} if isinstance(raw, dict) else raw,
-                    "mqtt", _MQTT)
-    tls = TlsConfig(**{name: base / path for name, path in _table(tls_raw, "mqtt.tls", _TLS).items()})
+                    "mqtt", MqttConfig)
+    tls = TlsConfig(**{name: base / path for name, path in _table(tls_raw, "mqtt.tls", TlsConfig).items()})
     url = fields["url"]
     parts = urlsplit(url)
     if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname or parts.path not in ("", "/") \
@@ -371,64 +426,19 @@ def _mqtt(raw: Any, kiosk_id: str, base: Path) -> MqttConfig:
     if tls_enabled and bool(tls.cert_file) != bool(tls.key_file):
         raise ConfigError("mqtt.tls.key_file" if tls.cert_file else "mqtt.tls.cert_file", None,
                           "cert_file and key_file to be set together")
-    if fields.get("reconnect_max_s", 120.0) < fields.get("reconnect_min_s", 1.0):
-        raise ConfigError("mqtt.reconnect_max_s", fields["reconnect_max_s"], "at least mqtt.reconnect_min_s")
     fields.setdefault("client_id", kiosk_id)
-    return MqttConfig(host=parts.hostname, port=port, tls_enabled=tls_enabled, tls=tls, **fields)
-
-
-_DEVICE_DEFAULTS = {"idcard": (115200, 1.0), "printer": (9600, 2.0), "scanner": (115200, 2.0)}
+    mqtt = MqttConfig(host=parts.hostname, port=port, tls_enabled=tls_enabled, tls=tls, **fields)
+    if mqtt.reconnect_max_s < mqtt.reconnect_min_s:
+        raise ConfigError("mqtt.reconnect_max_s", mqtt.reconnect_max_s, "at least mqtt.reconnect_min_s")
+    return mqtt
 
 
 def _devices(raw: Any) -> DevicesConfig:
-    tables = _table(raw, "devices", {name: (lambda _k, v: v, False)
-                                     for name in (*SERIAL_DEVICES, "camera", "gpio")})
+    tables = _table(raw, "devices", DevicesConfig)
     kwargs: dict[str, Any] = {}
-    for name, (baudrate, poll) in _DEVICE_DEFAULTS.items():
-        fields = _table(tables.get(name), f"devices.{name}", _SERIAL)
-        fields.setdefault("baudrate", baudrate)
-        fields.setdefault("poll_interval_s", poll)
-        kwargs[name] = SerialDeviceConfig(**fields)
-    kwargs["coproc"] = CoprocConfig(**_table(tables.get("coproc"), "devices.coproc", _COPROC))
-    kwargs["camera"] = CameraConfig(**_table(tables.get("camera"), "devices.camera", _CAMERA))
-    kwargs["gpio"] = GpioConfig(**_table(tables.get("gpio"), "devices.gpio", _GPIO))
+    for name, defaults in vars(DevicesConfig()).items():
+        kwargs[name] = dataclasses.replace(defaults, **_table(tables.get(name), f"devices.{name}", type(defaults)))
     return DevicesConfig(**kwargs)
-
-
-STEP_KINDS = ("read_id", "capture_photo", "confirm", "print_receipt", "scan_payment", "capture_address")
-RECEIPT_ROLES = ("purpose", "secondary")
-_SERVICE = {"id": (_string(_NAME, "lower-case letters, digits, '-' or '_'"), True),
-            "name_zh": (_string(), True), "name_en": (_string(), True),
-            "steps": (lambda _k, v: v, True), "offline": (_boolean, False),
-            "mail_document": (_boolean, False), "face_legal_basis": (_string(), False),
-            "receipt": (_choice(*RECEIPT_ROLES), False)}
-_STEP = {"kind": (_choice(*STEP_KINDS), True), "timeout_s": (_number(1, 3600), True)}
-_OPERATOR = {"id": (_string(_NAME, "lower-case letters, digits, '-' or '_'"), True),
-             "public_key": (lambda k, v: _key32(k, v, "Ed25519"), True),
-             "role": (_choice("operator", "admin"), True)}
-_COMMANDS = {"operators": (lambda _k, v: v, False), "max_clock_skew_s": (_number(0, 86_400), False),
-             "max_size_bytes": (_integer(256, 1_048_576), False)}
-_EVIDENCE = {"recipient_public_key": (lambda k, v: _key32(k, v, "X25519"), False),
-             "retention_days": (_number(0.01, 3650), False),
-             "ack_public_keys": (lambda k, v: _key_list(k, v, "Ed25519"), False)}
-_SESSIONS = {"card_reminder_s": (_number(1, 600), False)}
-
-
-def _key32(key: str, value: Any, kind: str) -> bytes:
-    import base64
-    import binascii
-
-    try:
-        raw = base64.b64decode(value, validate=True) if isinstance(value, str) else b""
-    except (binascii.Error, ValueError):
-        raw = b""
-    if len(raw) != 32:
-        raise ConfigError(key, value, f"a base64 raw 32-byte {kind} public key")
-    return raw
-
-
-def _key_list(key: str, value: Any, kind: str) -> tuple[bytes, ...]:
-    return tuple(_key32(f"{key}[{i}]", item, kind) for i, item in enumerate(_list(key, value)))
 
 
 def _array_of_tables(raw: Any, key: str) -> list[Any]:
@@ -443,12 +453,11 @@ def _services(raw: Any) -> tuple[ServiceConfig, ...]:
     services = []
     seen: set[str] = set()
     for i, entry in enumerate(_array_of_tables(raw, "services")):
-        fields = _table(entry, f"services[{i}]", _SERVICE)
+        fields = _table(entry, f"services[{i}]", ServiceConfig)
         steps_raw = fields.pop("steps")
         if not isinstance(steps_raw, list) or not steps_raw:
             raise ConfigError(f"services[{i}].steps", steps_raw, "a non-empty array of {kind, timeout_s} tables")
-        steps = tuple(StepConfig(**_table(step, f"services[{i}].steps[{j}]", _STEP))
-                      for j, step in enumerate(steps_raw))
+        steps = tuple(_read(step, f"services[{i}].steps[{j}]", StepConfig) for j, step in enumerate(steps_raw))
         if fields["id"] in seen:
             raise ConfigError(f"services[{i}].id", fields["id"], "an id not used by another service")
         seen.add(fields["id"])
@@ -463,45 +472,41 @@ def _services(raw: Any) -> tuple[ServiceConfig, ...]:
 
 
 def _commands(raw: Any) -> CommandsConfig:
-    fields = _table(raw, "commands", _COMMANDS)
-    operators = []
-    for i, entry in enumerate(_array_of_tables(fields.pop("operators", None), "commands.operators")):
-        operators.append(OperatorKey(**_table(entry, f"commands.operators[{i}]", _OPERATOR)))
+    fields = _table(raw, "commands", CommandsConfig)
+    operators = [_read(entry, f"commands.operators[{i}]", OperatorKey)
+                 for i, entry in enumerate(_array_of_tables(fields.pop("operators", None), "commands.operators"))]
     ids = [op.id for op in operators]
     if len(ids) != len(set(ids)):
         raise ConfigError("commands.operators", ids, "unique key ids")
     return CommandsConfig(operators=tuple(operators), **fields)
 
 
-_TOP = ("kiosk", "mqtt", "storage", "hal", "health", "keys", "devices", "sim", "logging",
-        "commands", "evidence", "sessions", "services")
-
-
 def parse_config(data: Mapping[str, Any], source: Path | None = None) -> Config:
     """Validate a parsed TOML document; raise ConfigError naming the first bad key."""
+    tables = _keys(Config)
     for name, value in data.items():
-        if name not in _TOP:
-            raise ConfigError(name, value, "one of " + ", ".join(_TOP), problem="unknown table")
-    for name in ("kiosk", "mqtt", "storage", "hal"):
-        if name not in data:
+        if name not in tables:
+            raise ConfigError(name, value, "one of " + ", ".join(tables), problem="unknown table")
+    for name, (_, required) in tables.items():
+        if required and name not in data:
             raise ConfigError(name, None, f"a [{name}] table", problem="required table missing")
-    kiosk = KioskConfig(**_table(data["kiosk"], "kiosk", _KIOSK))
-    storage = _table(data["storage"], "storage", _STORAGE)
+    kiosk = _read(data["kiosk"], "kiosk", KioskConfig)
+    storage = _table(data["storage"], "storage", StorageConfig)
     base = source.parent if source else Path.cwd()
     storage["dir"] = (base / storage["dir"]).resolve()
     return Config(
         kiosk=kiosk,
         mqtt=_mqtt(data["mqtt"], kiosk.id, base),
         storage=StorageConfig(**storage),
-        hal=HalConfig(**_table(data["hal"], "hal", _HAL)),
-        health=HealthConfig(**_table(data.get("health"), "health", _HEALTH)),
-        keys=KeysConfig(**_table(data.get("keys"), "keys", _KEYS)),
+        hal=_read(data["hal"], "hal", HalConfig),
+        health=_read(data.get("health"), "health", HealthConfig),
+        keys=_read(data.get("keys"), "keys", KeysConfig),
         devices=_devices(data.get("devices")),
-        sim=SimConfig(**_table(data.get("sim"), "sim", _SIM)),
-        logging=LoggingConfig(**_table(data.get("logging"), "logging", _LOGGING)),
+        sim=_read(data.get("sim"), "sim", SimConfig),
+        logging=_read(data.get("logging"), "logging", LoggingConfig),
         commands=_commands(data.get("commands")),
-        evidence=EvidenceConfig(**_table(data.get("evidence"), "evidence", _EVIDENCE)),
-        sessions=SessionsConfig(**_table(data.get("sessions"), "sessions", _SESSIONS)),
+        evidence=_read(data.get("evidence"), "evidence", EvidenceConfig),
+        sessions=_read(data.get("sessions"), "sessions", SessionsConfig),
         services=_services(data.get("services")),
         source=source,
         raw=data,

@@ -216,10 +216,7 @@ def _read_exact(f, n):
 def _safe_name(name):
     if not name or name.startswith("/") or "\\" in name or len(name) > 64:
         return False
-    for part in name.split("/"):
-        if part in ("", ".", ".."):
-            return False
-    return True
+    return all(part not in ("", ".", "..") for part in name.split("/"))
 
 
 def unpack(image_path, dest):

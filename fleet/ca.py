@@ -34,7 +34,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from agent.errors import AgentError
+from fleet.errors import CaError
 
 __all__ = [
     "CA_CERT",
@@ -69,12 +69,6 @@ RESERVED_IDS = ("enrol", "fleet-ca")
 _ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 DEFAULT_DAYS = 397              # 13 months: renewed yearly, well before expiry
 DEFAULT_CA_DAYS = 3650
-
-
-class CaError(AgentError):
-    """The CA is missing or unreadable, or a CSR / bundle was refused; the message says why."""
-
-    code = "fleet.ca"
 
 
 @dataclasses.dataclass(frozen=True)

@@ -29,9 +29,8 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from agent.config import parse_config
-from agent.wire.contract import ROOT, Topics, parse_topic
 from agent.errors import ConfigError
-from agent.store.journal import ack_document
+from agent.wire.contract import ROOT, Topics, parse_topic
 from agent.wire.signing import (
     KIND_ACK,
     KIND_CMD,
@@ -42,6 +41,7 @@ from agent.wire.signing import (
     expected,
     sign,
 )
+from agent.wire.txformat import ack_document
 from fleet.cli import add_broker_args, add_follow_args, follow
 from fleet.keys import KeyError_, config_snippet, init_key, load_key
 from fleet.mqtt import FleetClient, FleetError
@@ -391,7 +391,7 @@ def selftest_output(rows: list[dict[str, Any]], *, as_json: bool) -> str:
     """What ``kiosk-agent selftest`` prints on the kiosk, from the kiosk's answer."""
     if as_json:
         return json.dumps(rows, ensure_ascii=False)
-    from agent.runtime.selftest import format_table  # the one definition of the table
+    from agent.wire.selftest import format_table  # the one definition of the table
     from hal.device import SelftestResult
     table = format_table([SelftestResult(str(r.get("device")), bool(r.get("passed")), str(r.get("reason") or ""))
                           for r in rows])

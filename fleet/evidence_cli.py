@@ -27,9 +27,17 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from agent.wire.contract import loads_strict
-from agent.sessions.evidence import parse_content
-from agent.wire.sealing import (Bundle, SealingError, X25519PrivateKey, key_id, load_private_key, open_bundle,
-                           public_key_b64, save_private_key)
+from agent.wire.sealing import (
+    Bundle,
+    SealingError,
+    X25519PrivateKey,
+    key_id,
+    load_private_key,
+    open_bundle,
+    parse_content,
+    public_key_b64,
+    save_private_key,
+)
 from fleet.keys import evidence_snippet
 
 __all__ = ["register", "read_payloads", "read_tx_stream", "unseal_payload", "load_verify_key"]
@@ -160,9 +168,10 @@ def read_tx_stream(path: Path) -> list[tuple[int, bytes]]:
     A line that is a record is taken byte for byte (the signature covers
     those bytes); a ``{"topic", "payload"}`` line from ``watch --json`` /
     ``tx tail --json`` is re-encoded canonically, which gives the published
-    bytes back because records are canonical JSON.
+    bytes back because records are canonical JSON (JCS, or the legacy form
+    a record without ``canon`` was written in).
     """
-    from agent.store.journal import canonical
+    from agent.wire.txformat import encode_record
 
     raw = sys.stdin.buffer.read() if str(path) == "-" else path.read_bytes()
     out: list[tuple[int, bytes]] = []
@@ -176,7 +185,10 @@ def read_tx_stream(path: Path) -> list[tuple[int, bytes]]:
             continue
         if isinstance(obj, dict) and "topic" in obj and "payload" in obj:
             if str(obj["topic"]).endswith("/tx"):
-                out.append((number, canonical(obj["payload"])))
+                try:
+                    out.append((number, encode_record(obj["payload"])))
+                except ValueError:
+                    out.append((number, line))      # verify_chain names it: no canonical form
         else:
             out.append((number, line.strip()))
     return out
@@ -186,7 +198,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     """Check each epoch's chain; say where an epoch began after a lost store and what it followed."""
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-    from agent.store.journal import verify_epochs
+    from agent.wire.txformat import verify_epochs
     try:
         public_key = Ed25519PublicKey.from_public_bytes(load_verify_key(args.public_key))
         stream = read_tx_stream(args.file)

@@ -21,17 +21,16 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from agent.wire.signing import public_b64
+from fleet.errors import KeyFileError
 
-__all__ = ["KeyError_", "KeyPaths", "init_key", "load_key", "config_snippet", "backoffice_snippet",
+__all__ = ["KeyError_", "KeyFileError", "KeyPaths", "init_key", "load_key", "config_snippet", "backoffice_snippet",
            "evidence_snippet"]
 
 _ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 
 
-class KeyError_(Exception):
-    """A key file is missing, unreadable, or not an Ed25519 private key."""
-
-    code = "fleet.key"
+# The name kioskctl's callers and tests have used; the class is the fleet tree's.
+KeyError_ = KeyFileError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,7 +42,7 @@ class KeyPaths:
 def init_key(directory: Path, key_id: str) -> tuple[KeyPaths, Ed25519PrivateKey]:
     """Generate ``<dir>/<id>.key`` (0600) and ``<dir>/<id>.pub``."""
     if not _ID.match(key_id):
-        raise KeyError_(f"key id {key_id!r}: lower-case letters, digits, '-' or '_', 1 to 64 characters")
+        raise KeyFileError(f"key id {key_id!r}: lower-case letters, digits, '-' or '_', 1 to 64 characters")
     directory.mkdir(parents=True, exist_ok=True, mode=0o700)
     paths = KeyPaths(directory / f"{key_id}.key", directory / f"{key_id}.pub")
     key = Ed25519PrivateKey.generate()
@@ -52,7 +51,7 @@ def init_key(directory: Path, key_id: str) -> tuple[KeyPaths, Ed25519PrivateKey]
     try:
         fd = os.open(paths.private, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
-        raise KeyError_(f"{paths.private} exists; refusing to overwrite a key") from None
+        raise KeyFileError(f"{paths.private} exists; refusing to overwrite a key") from None
     with os.fdopen(fd, "wb") as f:
         f.write(pem)
     paths.public.write_text(public_b64(key) + "\n", encoding="ascii")
@@ -64,9 +63,9 @@ def load_key(path: Path, key_id: str | None = None) -> tuple[str, Ed25519Private
     try:
         key = serialization.load_pem_private_key(path.read_bytes(), password=None)
     except (OSError, ValueError, TypeError) as exc:
-        raise KeyError_(f"cannot read the private key {path}: {exc}") from None
+        raise KeyFileError(f"cannot read the private key {path}: {exc}") from None
     if not isinstance(key, Ed25519PrivateKey):
-        raise KeyError_(f"{path} is not an Ed25519 private key")
+        raise KeyFileError(f"{path} is not an Ed25519 private key")
     return key_id or path.name.removesuffix(".key"), key
 
 

@@ -25,13 +25,9 @@ from urllib.parse import urlsplit
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
-__all__ = ["FleetClient", "FleetError", "LinkEvent"]
+from fleet.errors import BrokerError, FleetError
 
-
-class FleetError(Exception):
-    """kioskctl could not talk to the broker."""
-
-    code = "fleet.broker"
+__all__ = ["FleetClient", "FleetError", "BrokerError", "LinkEvent"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,7 +49,7 @@ class FleetClient:
                  keepalive: int = 30) -> None:
         parts = urlsplit(url)
         if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
-            raise FleetError(f"broker URL {url!r}: expected mqtt://host:port or mqtts://host:port")
+            raise BrokerError(f"broker URL {url!r}: expected mqtt://host:port or mqtts://host:port")
         self.host = parts.hostname
         self.port = parts.port or (8883 if parts.scheme == "mqtts" else 1883)
         self.timeout = timeout
@@ -104,11 +100,11 @@ class FleetClient:
         try:
             self.client.connect(self.host, self.port, keepalive=self.keepalive)
         except OSError as exc:
-            raise FleetError(f"cannot reach the broker at {self.host}:{self.port}: {exc}") from exc
+            raise BrokerError(f"cannot reach the broker at {self.host}:{self.port}: {exc}") from exc
         self.client.loop_start()
         if not self._connected.wait(self.timeout) or self._error:
             self.client.loop_stop()
-            raise FleetError(f"broker {self.host}:{self.port} refused or did not answer: {self._error or 'timeout'}")
+            raise BrokerError(f"broker {self.host}:{self.port} refused or did not answer: {self._error or 'timeout'}")
         return self
 
     def __exit__(self, *exc: object) -> None:

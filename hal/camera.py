@@ -188,8 +188,8 @@ def face_present(jpeg: bytes, *, required: bool = False) -> bool | None:
     live person or an identity.
     """
     try:
-        import cv2  # type: ignore[import-not-found]
-        import numpy as np  # type: ignore[import-not-found]
+        import cv2
+        import numpy as np
     except ImportError:
         if required:
             raise BackendUnavailable("face detection needs the 'face' extra (opencv-python-headless)") from None

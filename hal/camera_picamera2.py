@@ -27,7 +27,7 @@ from hal.exc import BackendUnavailable, CameraError
 __all__ = ["Picamera2Camera"]
 
 try:
-    from picamera2 import Picamera2  # type: ignore[import-not-found]
+    from picamera2 import Picamera2
 except ImportError as _exc:       # not a Pi, or picamera2 not installed
     Picamera2 = None
     _IMPORT_ERROR: Exception | None = _exc

@@ -3,8 +3,8 @@
 
 ``CoprocDriver`` speaks the link (``firmware/lib/link.py``, the same file
 the firmware runs) on an opened port and does nothing else.
-``CoprocDevice`` is the supervised peripheral: it opens the port only through
-``hal.serial.open_port``, reconnects with capped full-jitter backoff,
+``CoprocDevice`` is the supervised peripheral, a ``SerialPeripheral`` like
+every serial device (open, reopen with capped jittered backoff, stop); it
 heartbeats the firmware's host watchdog, turns inputs into ``DeviceEvent``s,
 asserts alarms, drives the LED ring from the agent's mode and pushes signed
 firmware images.
@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import random
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -43,11 +42,11 @@ from hal.device import (
     DeviceEvent,
     DeviceStatus,
     Emit,
-    Peripheral,
     SelftestResult,
 )
 from hal.exc import DeviceOffline, DeviceTimeout, HalError, ProtocolError
-from hal.serial import open_port, wake_reader
+from hal.serial import wake_reader
+from hal.supervisor import SerialPeripheral
 
 __all__ = [
     "MODES",
@@ -249,7 +248,7 @@ class CoprocDriver:
             drv.pump()
     """
 
-    def __init__(self, port: serial.SerialBase, handler: Handler, *, retry_ms: int = 250,
+    def __init__(self, port: serial.Serial, handler: Handler, *, retry_ms: int = 250,
                  retries: int = 8, queue: int = 64) -> None:
         self.port = port
         self.handler = handler
@@ -327,8 +326,13 @@ BUSY_WAIT_S = 0.05
 IDLE_WAIT_S = 1.0
 
 
-class CoprocDevice(Peripheral):
+class CoprocDevice(SerialPeripheral):
     """The co-processor as the agent supervises it. See the module docstring.
+
+    The supervision (thread, open, reopen with backoff, wake on stop) is
+    ``SerialPeripheral``'s; this class attaches a ``CoprocDriver`` and runs
+    one step of the link at a time. Its status is computed, not set: the link
+    is up while frames keep arriving.
 
     Args:
         url: port URL for ``hal.serial.open_port`` (``/dev/kiosk/coproc``, a pty, ``socket://``).
@@ -339,11 +343,18 @@ class CoprocDevice(Peripheral):
             ``max_per_hour``, ``pulse_ms``, ``enabled``); None leaves the firmware's own.
         public_keys: raw Ed25519 keys an image must be signed by to be pushed.
         firmware: ``(image, signature)`` to push at hello when the versions differ.
+        reconnect_min_s, reconnect_max_s: reopen delays; they reset only after a hello.
         alive: heartbeats are sent only while this returns True (wire it to the
             agent's event loop, so a hung agent gets power-cycled).
     """
 
     kind = "coproc"
+    offline_alarm = "coproc_offline"
+    # Near-full jitter, so a fleet does not retry in lockstep; the tenth of
+    # the cap kept as a floor means a dead link is never a busy loop.
+    backoff_spread = 0.9
+    # A firmware update in flight may hold the reader for a moment.
+    stop_timeout_s = 5.0
 
     def __init__(self, url: str, *, name: str = "coproc", baudrate: int = 115200,
                  heartbeat_s: float = 1.0, offline_after_s: float = 4.0, temp_high_c: float = 50.0,
@@ -351,9 +362,8 @@ class CoprocDevice(Peripheral):
                  firmware: tuple[bytes, bytes] | None = None, confirm_s: int = 60,
                  reconnect_min_s: float = 0.5, reconnect_max_s: float = 30.0,
                  alive: Callable[[], bool] | None = None) -> None:
-        self.name = name
-        self.url = url
-        self.baudrate = baudrate
+        super().__init__(name, url, baudrate=baudrate, timeout=BUSY_WAIT_S,
+                         backoff_min_s=reconnect_min_s, backoff_max_s=reconnect_max_s)
         self.heartbeat_s = heartbeat_s
         self.offline_after_s = offline_after_s
         self.temp_high_c = temp_high_c
@@ -361,18 +371,16 @@ class CoprocDevice(Peripheral):
         self.public_keys = [bytes(k) for k in public_keys]
         self.firmware = firmware
         self.confirm_s = confirm_s
-        self.reconnect_min_s = reconnect_min_s
-        self.reconnect_max_s = reconnect_max_s
         self.alive = alive
         self.mode = "out_of_service"
-        self._emit: Emit = lambda ev: None
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
         self._drv: CoprocDriver | None = None
         self._cond = threading.Condition()
         self._hello: dict[str, Any] | None = None
         self._hellos = 0
         self._hello_at = 0.0
+        self._seen_hello = False        # on this connection
+        self._next_beat = 0.0
+        self._beat: Pending | None = None
         self._fw_beat: dict[str, Any] = {}
         self._tamper: bool | None = None
         self._env: dict[str, float] = {}
@@ -386,83 +394,59 @@ class CoprocDevice(Peripheral):
         self._counters: dict[str, int] = {}
         self.last_heartbeat = 0.0   # wall clock of the last heartbeat queued
 
-    # -- lifecycle -------------------------------------------------------------
+    # -- lifecycle (the loop is SerialPeripheral's) ------------------------------
     def start(self, emit: Emit) -> None:
         if self._thread is not None:
             return
-        self._emit = emit
         self._detail = "connecting"
         self._started_at = time.monotonic()
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name=f"coproc-{self.name}", daemon=True)
-        self._thread.start()
+        super().start(emit)
 
-    def stop(self) -> None:
-        self._stop.set()
+    def info(self) -> dict[str, Any]:
+        return {"kind": self.kind, **self.status().info}
+
+    def _attach(self, port: serial.Serial) -> None:
+        self._connects += 1
+        drv = CoprocDriver(port, self._handle)
+        drv.last_rx = time.monotonic()
+        self._seen_hello = False
+        self._drv = drv
+        drv.send(L.HELLO, {"agent": "kiosk-agent"})
+        self._next_beat = time.monotonic()
+        self._beat = None
+
+    def _step(self) -> None:
+        drv = self._drv
+        assert drv is not None
+        drv.pump()
+        now = time.monotonic()
+        beat = self._beat
+        if now >= self._next_beat and (beat is None or beat.event.is_set()):
+            self._next_beat = now + self.heartbeat_s
+            if self.alive is None or self.alive():
+                try:
+                    self._beat = drv.send(L.HEARTBEAT, {})
+                    self.last_heartbeat = time.time()
+                except CoprocBusy:
+                    self._beat = None   # the firmware is not draining; offline shows it
+        self._counters = drv.link.counters()
+        self._publish()
+        self._set_read_wait(drv, self._next_beat - time.monotonic())
+
+    def _proven(self) -> bool:
+        # An open port proves nothing: only a hello resets the reopen backoff.
+        return self._seen_hello
+
+    def _detach(self) -> None:
         drv = self._drv
         if drv is not None:
-            wake_reader(drv.port)
-        if self._thread is not None:
-            self._thread.join(5)
-            self._thread = None
-
-    def _run(self) -> None:
-        attempt = 0
-        while not self._stop.is_set():
-            try:
-                port = open_port(self.url, baudrate=self.baudrate, timeout=BUSY_WAIT_S)
-            except HalError as exc:
-                self._offline(str(exc))
-            else:
-                self._connects += 1
-                drv = CoprocDriver(port, self._handle)
-                drv.last_rx = time.monotonic()
-                self._drv = drv
-                try:
-                    if self._serve(drv):
-                        attempt = 0
-                except (serial.SerialException, OSError) as exc:
-                    self._offline(f"link lost: {exc}")
-                except Exception as exc:  # a bug must not end supervision
-                    log.exception("coproc: reader failed")
-                    self._offline(f"reader failed: {exc}")
-                finally:
-                    self._counters = drv.link.counters()
-                    self._drv = None
-                    drv.close()
-                    with self._cond:
-                        self._hello = None
-                        self._cond.notify_all()
-                    self._publish()
-            if self._stop.is_set():
-                break
-            # Full jitter, so a fleet does not retry in lockstep.
-            delay = random.uniform(0, min(self.reconnect_max_s, self.reconnect_min_s * 2 ** attempt))
-            attempt = min(attempt + 1, 16)
-            self._stop.wait(max(delay, 0.05))
-
-    def _serve(self, drv: CoprocDriver) -> bool:
-        """Run one connection until stopped or the port fails; True if hello was seen."""
-        seen = False
-        drv.send(L.HELLO, {"agent": "kiosk-agent"})
-        next_beat = time.monotonic()
-        beat: Pending | None = None
-        while not self._stop.is_set():
-            drv.pump()
-            now = time.monotonic()
-            if now >= next_beat and (beat is None or beat.event.is_set()):
-                next_beat = now + self.heartbeat_s
-                if self.alive is None or self.alive():
-                    try:
-                        beat = drv.send(L.HEARTBEAT, {})
-                        self.last_heartbeat = time.time()
-                    except CoprocBusy:
-                        beat = None   # the firmware is not draining; offline shows it
-            seen = seen or self._hello is not None
             self._counters = drv.link.counters()
-            self._publish()
-            self._set_read_wait(drv, next_beat - time.monotonic())
-        return seen
+            self._drv = None
+            drv.close()
+        with self._cond:
+            self._hello = None
+            self._cond.notify_all()
+        self._publish()
 
     @staticmethod
     def _set_read_wait(drv: CoprocDriver, until_beat: float) -> None:
@@ -472,8 +456,13 @@ class CoprocDevice(Peripheral):
         if port.timeout is None or abs(port.timeout - wait) > 0.02:
             port.timeout = wait
 
-    def _offline(self, detail: str) -> None:
-        self._detail = detail
+    def _offline(self, exc: BaseException) -> None:
+        if isinstance(exc, HalError):
+            self._detail = str(exc)             # the port would not open, or the firmware refused
+        elif isinstance(exc, (serial.SerialException, OSError)):
+            self._detail = f"link lost: {exc}"
+        else:
+            self._detail = f"reader failed: {exc}"
         self._publish()
 
     # -- messages from the firmware ---------------------------------------------
@@ -501,6 +490,7 @@ class CoprocDevice(Peripheral):
         return None
 
     def _on_hello(self, msg: dict[str, Any]) -> None:
+        self._seen_hello = True
         with self._cond:
             self._hello = msg
             self._hellos += 1

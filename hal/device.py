@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 __all__ = ["DeviceEvent", "DeviceStatus", "SelftestResult", "Peripheral", "Emit",
            "OK", "DEGRADED", "OFFLINE", "FAULT", "UNKNOWN"]

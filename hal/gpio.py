@@ -20,9 +20,9 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Callable
+from collections.abc import Callable
 
-from hal.device import DEGRADED, OK, OFFLINE, DeviceEvent, DeviceStatus, Emit, Peripheral, SelftestResult
+from hal.device import DEGRADED, OFFLINE, OK, DeviceEvent, DeviceStatus, Emit, Peripheral, SelftestResult
 from hal.exc import DeviceClosed, PinInUse
 
 __all__ = ["Pin", "PinFactory", "DebouncedInput", "LightTower", "MODE_LIGHTS"]
@@ -96,26 +96,77 @@ class PinFactory:
         raise NotImplementedError
 
 
+class _Settler:
+    """One thread settles every debounced input: it sleeps until the earliest deadline.
+
+    An edge only moves its input's deadline (no thread, no timer per edge),
+    so a contact chattering for 20 ms costs a dictionary write per edge.
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._due: dict[DebouncedInput, float] = {}
+        self._thread: threading.Thread | None = None
+
+    def schedule(self, device: DebouncedInput, deadline: float) -> None:
+        with self._cond:
+            self._due[device] = deadline
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="hal-gpio-settle", daemon=True)
+                self._thread.start()
+            self._cond.notify()
+
+    def cancel(self, device: DebouncedInput) -> None:
+        with self._cond:
+            self._due.pop(device, None)
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._due:
+                    self._cond.wait()       # idle: no wake-ups at all
+                now = time.monotonic()
+                ready = [device for device, deadline in self._due.items() if deadline <= now]
+                if not ready:
+                    self._cond.wait(min(self._due.values()) - now)
+                    continue
+                for device in ready:
+                    del self._due[device]
+            for device in ready:
+                device.settle()             # a later edge moved its deadline: settle() waits for it
+
+
+_SETTLER = _Settler()
+
+
 class DebouncedInput(Peripheral):
     """A switch or sensor that reports a stable level after ``debounce_s``.
 
     ``active_high`` says which level means "active" (door open, tamper loop
     open, presence detected). When ``alarm`` is set the device asserts that
     alarm code while active.
+
+    Every edge pushes the settle deadline ``debounce_s`` further; once it
+    passes, ``settle()`` reads the level and reports a change. By default one
+    shared thread calls it at the deadline. With an injected ``clock`` (as
+    ``firmware/inputs.py``'s ``Debounced`` takes ``now``) no thread runs:
+    the caller advances the clock and calls ``settle()`` itself.
     """
 
     kind = "gpio-input"
 
     def __init__(self, name: str, pin: Pin, *, active_high: bool = True, debounce_s: float = 0.05,
-                 alarm: str | None = None) -> None:
+                 alarm: str | None = None, clock: Callable[[], float] | None = None) -> None:
         self.name = name
         self.pin = pin
         self.active_high = active_high
         self.debounce_s = debounce_s
         self.alarm = alarm
+        self._clock = clock or time.monotonic
+        self._settler = _SETTLER if clock is None else None
         self._emit: Emit | None = None
         self._lock = threading.Lock()
-        self._timer: threading.Timer | None = None
+        self._deadline: float | None = None
         self._active: bool | None = None
         self._since = time.time()
 
@@ -136,40 +187,39 @@ class DebouncedInput(Peripheral):
     def stop(self) -> None:
         self.pin.on_edge(None) if not self.pin.closed else None
         with self._lock:
-            if self._timer:
-                self._timer.cancel()
-                self._timer = None
+            self._deadline = None
+        if self._settler is not None:
+            self._settler.cancel(self)
         self._emit = None
 
     def _on_edge(self) -> None:
-        # Contacts bounce for milliseconds; re-arm on every edge and read the
-        # level only once it has been quiet for debounce_s.
+        # Contacts bounce for milliseconds; every edge moves the deadline and
+        # the level is read only once it has been quiet for debounce_s.
         with self._lock:
-            if self._timer:
-                self._timer.cancel()
-            if self.debounce_s <= 0:
-                self._timer = None
-            else:
-                self._timer = threading.Timer(self.debounce_s, self._settle)
-                self._timer.daemon = True
-                self._timer.start()
-                return
-        self._settle()
+            deadline = self._deadline = self._clock() + self.debounce_s
+        if self.debounce_s <= 0:
+            self.settle()
+        elif self._settler is not None:
+            self._settler.schedule(self, deadline)
 
-    def _settle(self) -> None:
-        try:
-            active = self.pin.read() == self.active_high
-        except DeviceClosed:
-            return
+    def settle(self) -> bool:
+        """Report the level if it has been quiet for ``debounce_s``; True if it changed."""
         with self._lock:
-            self._timer = None
+            if self._deadline is None or self._clock() < self._deadline:
+                return False
+            try:
+                active = self.pin.read() == self.active_high
+            except DeviceClosed:
+                return False
+            self._deadline = None
             if active == self._active:
-                return
+                return False
             self._active = active
             self._since = time.time()
-        emit = self._emit
+            emit, since = self._emit, self._since
         if emit:
-            emit(DeviceEvent(self.name, "input", {"active": active, "since": self._since}))
+            emit(DeviceEvent(self.name, "input", {"active": active, "since": since}))
+        return True
 
     def status(self) -> DeviceStatus:
         if self.pin.closed:

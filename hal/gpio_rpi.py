@@ -19,7 +19,7 @@ __all__ = ["RpiPinFactory"]
 
 def _load_gpio() -> Any:
     try:
-        import RPi.GPIO as gpio  # type: ignore[import-not-found]
+        import RPi.GPIO as gpio
     except (ImportError, RuntimeError) as exc:
         raise BackendUnavailable(
             f"RPi.GPIO cannot load here ({exc}); install the 'pi' extra on a Raspberry Pi "

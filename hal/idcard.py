@@ -47,7 +47,7 @@ class IdCardReader:
             bytes' transfer time at the port's baud rate.
     """
 
-    def __init__(self, port: serial.SerialBase, *, timeout: float = 1.0) -> None:
+    def __init__(self, port: serial.Serial, *, timeout: float = 1.0) -> None:
         self.port = port
         self.timeout = timeout
         self.garbage = 0            # bytes discarded while resynchronising, for diagnostics
@@ -163,7 +163,7 @@ class IdCardDevice(SerialPeripheral):
         self._healthy = False
         self._next_probe = 0.0
 
-    def _attach(self, port: serial.SerialBase) -> None:
+    def _attach(self, port: serial.Serial) -> None:
         self.reader = IdCardReader(port, timeout=self.reply_timeout_s)
         self._healthy = False
         self._probe()   # DeviceTimeout escapes: a silent reader is retried with backoff

@@ -48,7 +48,7 @@ class ReceiptPrinter:
         reply_timeout_s: how long to wait for a one-byte real-time status reply.
     """
 
-    def __init__(self, port: serial.SerialBase, *, reply_timeout_s: float = 0.5) -> None:
+    def __init__(self, port: serial.Serial, *, reply_timeout_s: float = 0.5) -> None:
         self.port = port
         self.reply_timeout_s = reply_timeout_s
 
@@ -122,7 +122,7 @@ class PrinterDevice(SerialPeripheral):
         self.printer_status = PrinterStatus()
         self.printed = 0
 
-    def _attach(self, port: serial.SerialBase) -> None:
+    def _attach(self, port: serial.Serial) -> None:
         self.driver = ReceiptPrinter(port, reply_timeout_s=self.reply_timeout_s)
         self._info = {"model": "ESC/POS", "protocol": "DLE EOT"}
         self.poll()

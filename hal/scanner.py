@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 class Scanner:
     """A serial scanner over an opened port."""
 
-    def __init__(self, port: serial.SerialBase) -> None:
+    def __init__(self, port: serial.Serial) -> None:
         self.port = port
         self.decoder = codec.LineDecoder()
 
@@ -79,7 +79,7 @@ class ScannerDevice(SerialPeripheral):
         self.driver: Scanner | None = None
         self.scans = 0
 
-    def _attach(self, port: serial.SerialBase) -> None:
+    def _attach(self, port: serial.Serial) -> None:
         self.driver = Scanner(port)
         self._info = {"model": "serial scanner", "trigger": "SYN T/U CR"}
         # A scanner has no status query: an open, writable port is all we can know.

@@ -12,6 +12,8 @@ Drivers receive the opened port; only this module calls
 
 from __future__ import annotations
 
+from typing import Any
+
 import serial
 
 from hal.exc import SerialDeviceError
@@ -20,7 +22,7 @@ __all__ = ["open_port", "wake_reader"]
 
 
 def open_port(url: str, *, baudrate: int = 115200, timeout: float | None = 0.2,
-              write_timeout: float | None = 2.0, **settings: object) -> serial.SerialBase:
+              write_timeout: float | None = 2.0, **settings: Any) -> serial.Serial:
     """Open ``url`` with pyserial and return the port, or raise SerialDeviceError."""
     try:
         port = serial.serial_for_url(url, do_not_open=True, baudrate=baudrate, timeout=timeout,

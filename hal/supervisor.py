@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import random
 import select
 import threading
 import time
@@ -35,6 +34,7 @@ from typing import Any
 
 import serial
 
+from hal.backoff import backoff_delay
 from hal.device import OFFLINE, UNKNOWN, DeviceEvent, DeviceStatus, Emit, Peripheral
 from hal.exc import DeviceOffline, HalError
 from hal.serial import open_port, wake_reader
@@ -42,11 +42,6 @@ from hal.serial import open_port, wake_reader
 __all__ = ["SerialPeripheral", "backoff_delay"]
 
 log = logging.getLogger(__name__)
-
-
-def backoff_delay(attempt: int, low: float, high: float) -> float:
-    """Capped exponential backoff with jitter in [50 %, 100 %]: never zero, never a busy loop."""
-    return float(min(high, low * (2 ** min(attempt, 16))) * random.uniform(0.5, 1.0))
 
 
 class SerialPeripheral(Peripheral):
@@ -62,6 +57,9 @@ class SerialPeripheral(Peripheral):
 
     kind = "serial"
     offline_alarm = "device_offline"
+    # Reopen delays are jittered in [50 %, 100 %] of the cap: never zero, never a busy loop.
+    backoff_spread = 0.5
+    stop_timeout_s = 3.0
 
     def __init__(self, name: str, url: str, *, baudrate: int, timeout: float = 0.2,
                  backoff_min_s: float = 0.25, backoff_max_s: float = 2.0) -> None:
@@ -77,7 +75,7 @@ class SerialPeripheral(Peripheral):
         self._lock = threading.RLock()
         self._waiters = 0
         self._waiters_lock = threading.Lock()
-        self._port: serial.SerialBase | None = None
+        self._port: serial.Serial | None = None
         self._stop = threading.Event()
         self._broken = threading.Event()
         self._thread: threading.Thread | None = None
@@ -99,7 +97,7 @@ class SerialPeripheral(Peripheral):
         if port is not None:
             wake_reader(port)
         if self._thread is not None:
-            self._thread.join(timeout=3.0)
+            self._thread.join(timeout=self.stop_timeout_s)
             self._thread = None
 
     def status(self) -> DeviceStatus:
@@ -110,12 +108,19 @@ class SerialPeripheral(Peripheral):
 
     # -- for subclasses ------------------------------------------------------------------
 
-    def _attach(self, port: serial.SerialBase) -> None:
+    def _attach(self, port: serial.Serial) -> None:
         """Build the driver on ``port`` and probe it; raise to reject the port."""
         raise NotImplementedError
 
     def _detach(self) -> None:
         """The port is gone (already closed); drop the driver."""
+
+    def _proven(self) -> bool:
+        """Whether this connection showed the device is there, so the reopen backoff starts over.
+
+        A successful ``_attach`` (the probe answered) is enough unless a subclass says otherwise.
+        """
+        return True
 
     def _step(self) -> None:
         """One unit of work; return within about a second. Raise when the port fails."""
@@ -143,7 +148,7 @@ class SerialPeripheral(Peripheral):
             log.exception("%s: event listener failed", self.name)
 
     @contextlib.contextmanager
-    def _use(self) -> Iterator[serial.SerialBase]:
+    def _use(self) -> Iterator[serial.Serial]:
         """Exclusive use of the open port from any thread; DeviceOffline when there is none."""
         with self._waiters_lock:
             self._waiters += 1
@@ -211,18 +216,20 @@ class SerialPeripheral(Peripheral):
             else:
                 attempt = self._serve(port, attempt)
             if not self._stop.is_set():
-                self._stop.wait(backoff_delay(attempt, self.backoff_min_s, self.backoff_max_s))
+                self._stop.wait(backoff_delay(attempt, self.backoff_min_s, self.backoff_max_s,
+                                              spread=self.backoff_spread))
                 attempt += 1
 
-    def _serve(self, port: serial.SerialBase, attempt: int) -> int:
+    def _serve(self, port: serial.Serial, attempt: int) -> int:
         self._broken.clear()
         with self._lock:
             self._port = port
+        attached = False
         try:
             self._attach(port)
+            attached = True
             if attempt:
                 self.reconnects += 1
-            attempt = 0
             while self._running():
                 self._step()
         except DeviceOffline as exc:
@@ -233,6 +240,8 @@ class SerialPeripheral(Peripheral):
             log.exception("%s: driver failed", self.name)
             self._offline(exc)
         finally:
+            if attached and self._proven():
+                attempt = 0
             with self._lock:
                 self._port = None
                 with contextlib.suppress(Exception):

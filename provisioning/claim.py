@@ -24,6 +24,7 @@ from urllib.parse import urlsplit
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.reasoncodes import ReasonCode
 
 from provisioning.errors import EnrolError
 
@@ -40,14 +41,14 @@ def _attempt(host: str, port: int, ctx: ssl.SSLContext, identity: str, fleet: st
     done = threading.Event()
     answer: dict[str, bytes | str] = {}
 
-    def on_connect(c: paho.Client, _u: object, _f: object, rc: paho.ReasonCode, _p: object) -> None:
+    def on_connect(c: paho.Client, _u: object, _f: object, rc: ReasonCode, _p: object) -> None:
         if rc.is_failure:
             answer["error"] = f"broker refused the claim certificate: {rc}"
             done.set()
             return
         c.subscribe([(_topic(fleet, identity, "cert"), 1), (_topic(fleet, identity, "error"), 1)])
 
-    def on_subscribe(c: paho.Client, _u: object, _m: int, rcs: list[paho.ReasonCode], _p: object) -> None:
+    def on_subscribe(c: paho.Client, _u: object, _m: int, rcs: list[ReasonCode], _p: object) -> None:
         if any(r.is_failure for r in rcs):
             answer["error"] = "the broker does not let this claim certificate read its enrolment topic"
             done.set()

@@ -8,6 +8,7 @@ message also checks the contract.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -27,7 +28,7 @@ from agent.config import DEFAULT_SIM_CONFIG
 from agent.wire.contract import parse_topic, validate
 from agent.sim.devrun import write_sim_config
 
-__all__ = ["Subscriber", "AgentProcess", "schema_for_topic", "wait_until", "Received"]
+__all__ = ["Subscriber", "AgentProcess", "schema_for_topic", "wait_until", "wait_until_async", "Received"]
 
 
 def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, interval: float = 0.02,
@@ -40,6 +41,19 @@ def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, interval: fl
         if time.monotonic() >= deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {message}")
         time.sleep(interval)
+
+
+async def wait_until_async(predicate: Callable[[], Any], timeout: float = 10.0, interval: float = 0.02,
+                           message: str = "condition") -> Any:
+    """``wait_until`` for a test running on the event loop: the loop keeps turning while it polls."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = predicate()
+        if result:
+            return result
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {message}")
+        await asyncio.sleep(interval)
 
 
 def schema_for_topic(rest: str) -> str:

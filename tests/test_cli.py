@@ -15,8 +15,8 @@ from cryptography.hazmat.primitives import serialization
 from agent import __version__
 from agent.cli import build_parser
 from agent.config import DEFAULT_SIM_CONFIG
-from agent.sim.devrun import write_sim_config
 from agent.runtime.keys import key_id, load_or_create
+from agent.sim.devrun import write_sim_config
 
 
 def _cli(*args: object) -> subprocess.CompletedProcess[str]:

@@ -3,14 +3,27 @@
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 import tomllib
+import typing
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from agent.config import DEFAULT_SIM_CONFIG, load_config, parse_config
+from agent.config import (
+    DEFAULT_SIM_CONFIG,
+    Config,
+    DevicesConfig,
+    HealthConfig,
+    SessionsConfig,
+    StorageConfig,
+    load_config,
+    parse_config,
+)
 from agent.errors import ConfigError
 
 MINIMAL = """
@@ -107,7 +120,7 @@ def test_cli_exits_78_with_one_line(tmp_path: Path, command: str, change: tuple[
     path.write_text(MINIMAL.replace(*change))
     args = [path] if command == "check-config" else ["--config", path]
     proc = subprocess.run([sys.executable, "-m", "agent", command, *map(str, args)],
-                          capture_output=True, text=True, timeout=60)
+                          check=False, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 78, proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and key in lines[0] and str(path) in lines[0], proc.stderr
@@ -117,7 +130,7 @@ def test_check_config_accepts_a_good_file(tmp_path: Path) -> None:
     path = tmp_path / "agent.toml"
     path.write_text(MINIMAL)
     proc = subprocess.run([sys.executable, "-m", "agent", "check-config", str(path)],
-                          capture_output=True, text=True, timeout=60)
+                          check=False, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0 and "OK" in proc.stdout
 
 
@@ -125,7 +138,7 @@ def test_real_backend_that_cannot_load_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "agent.toml"
     path.write_text(MINIMAL.replace('backend = "sim"', 'backend = "real"'))
     proc = subprocess.run([sys.executable, "-m", "agent", "run", "--config", str(path)],
-                          capture_output=True, text=True, timeout=60)
+                          check=False, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 78
     assert "hal.backend" in proc.stderr and "RPi.GPIO" in proc.stderr
 
@@ -213,3 +226,51 @@ def test_check_config_warns_on_an_unprotected_production_link(tmp_path: Path, te
         assert proc.stderr == ""
     else:
         assert proc.stderr.startswith(f"{path}: warning: {warned}"), proc.stderr
+
+
+# -- configuration defined once (issue 14 #8) ----------------------------------------------
+
+def _declared(cls: type, defaults: object = None, key: str = "") -> Iterator[tuple[str, object, Any]]:
+    """(key, default, check) of every TOML key declared under ``cls``, nested tables included."""
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        if "toml" not in f.metadata:
+            continue
+        default = f.default if defaults is None else getattr(defaults, f.name)
+        if dataclasses.is_dataclass(hints[f.name]):
+            nested = default if dataclasses.is_dataclass(default) else None
+            yield from _declared(hints[f.name], nested, f"{key}{f.name}.")
+        else:
+            yield key + f.name, default, f.metadata["toml"]
+
+
+def test_every_scalar_default_passes_the_check_declared_beside_it() -> None:
+    """A default outside its own bounds would be a value no file could write."""
+    declared = list(_declared(Config))
+    keys = [key for key, _, _ in declared]
+    assert "mqtt.keepalive" in keys and "devices.gpio.door" in keys and "kiosk.id" in keys, keys
+    checked = 0
+    for key, default, check in declared:
+        if isinstance(default, (bool, int, float, str)) and default != "":
+            assert check(key, default) == default, key
+            checked += 1
+    assert checked >= 40
+
+
+def test_tables_left_empty_take_the_declared_defaults() -> None:
+    """The validator has no defaults of its own: an empty table is the dataclass default."""
+    cfg = parse_config(tomllib.loads(MINIMAL.replace("interval_s = 60", "")))
+    assert cfg.devices == DevicesConfig()
+    assert cfg.devices.idcard.poll_interval_s == 1.0 and cfg.devices.printer.baudrate == 9600
+    assert cfg.health == HealthConfig() and cfg.sessions == SessionsConfig()
+    assert cfg.storage == StorageConfig(dir=cfg.storage.dir)
+    assert cfg.mqtt.client_id == "k-0001" and cfg.mqtt.reconnect_max_s == 120.0
+
+
+def test_a_key_is_checked_by_its_declaration() -> None:
+    """Bounds come from the field: the error quotes them."""
+    with pytest.raises(ConfigError, match=r"devices\.coproc\.watchdog_max_per_hour: got 61, expected an integer "
+                                          r"from 0 to 60"):
+        parse(MINIMAL.replace("[devices.coproc]", "[devices.coproc]\nwatchdog_max_per_hour = 61"))
+    with pytest.raises(ConfigError, match=r"mqtt\.reconnect_max_s: got 2\.0, expected at least"):
+        parse(MINIMAL.replace("keepalive = 30", "keepalive = 30\nreconnect_min_s = 5\nreconnect_max_s = 2"))

@@ -6,13 +6,13 @@ from __future__ import annotations
 import threading
 
 import pytest
+from kiosktest import wait_until
 
 from hal.backend import select_backend
 from hal.device import DeviceEvent
 from hal.exc import BackendUnavailable, PinInUse
 from hal.gpio import DebouncedInput, LightTower
 from hal.gpio_sim import SimPin, SimPinFactory
-from kiosktest import wait_until
 
 
 def test_bouncing_contact_gives_one_event() -> None:
@@ -79,7 +79,66 @@ def test_two_devices_on_one_pin_are_refused() -> None:
 
 def test_real_backend_is_unavailable_here_never_sim() -> None:
     backend = select_backend("real")
-    with pytest.raises(BackendUnavailable, match="RPi.GPIO"):
+    with pytest.raises(BackendUnavailable, match=r"RPi\.GPIO"):
         backend.pin_factory()
     with pytest.raises(BackendUnavailable):
         select_backend("bogus")
+
+
+class _Clock:
+    """A clock the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_debounce_follows_an_injected_clock() -> None:
+    """As the firmware's Debounced: the level counts only after debounce_s of quiet on the given clock."""
+    clock = _Clock()
+    pin = SimPinFactory().pin(17, "input")
+    assert isinstance(pin, SimPin)
+    events: list[DeviceEvent] = []
+    door = DebouncedInput("door", pin, debounce_s=0.05, alarm="door_open", clock=clock)
+    door.start(events.append)
+    for _ in range(7):                     # chatter, 10 ms apart, ending high
+        pin.drive_high()
+        clock.now += 0.01
+        pin.drive_low()
+        clock.now += 0.01
+    pin.drive_high()
+    clock.now += 0.049
+    assert door.settle() is False and events == []          # quiet for 49 ms: not yet
+    clock.now += 0.001
+    assert door.settle() is True
+    assert [e.data["active"] for e in events] == [True] and door.status().alarms == {"door_open"}
+    pin.drive_low()
+    pin.drive_high()                       # a glitch that ends where it began
+    clock.now += 0.05
+    assert door.settle() is False and len(events) == 1
+    door.stop()
+
+
+def test_edges_start_no_threads(monkeypatch: pytest.MonkeyPatch) -> None:
+    """200 edges of a bouncing contact: at most the one shared settle thread starts, never one per edge."""
+    started: list[str] = []
+    real_start = threading.Thread.start
+
+    def counting_start(self: threading.Thread) -> None:
+        started.append(self.name)
+        real_start(self)
+    monkeypatch.setattr(threading.Thread, "start", counting_start)
+    pin = SimPinFactory().pin(23, "input")
+    assert isinstance(pin, SimPin)
+    events: list[DeviceEvent] = []
+    door = DebouncedInput("door", pin, debounce_s=0.03)
+    door.start(events.append)
+    for i in range(200):
+        pin.drive_high() if i % 2 == 0 else pin.drive_low()
+    pin.drive_high()
+    wait_until(lambda: events, 2, message="the settled edge")
+    assert [e.data["active"] for e in events] == [True]
+    assert len(started) <= 1, started
+    door.stop()

@@ -3,11 +3,13 @@
 
 from __future__ import annotations
 
-import ast
 import configparser
+import os
 import re
+import shutil
 import subprocess
 import sys
+import tomllib
 from importlib import metadata
 from pathlib import Path
 
@@ -18,24 +20,80 @@ from packaging.requirements import Requirement
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def imports_of(package: str) -> dict[Path, set[str]]:
-    found: dict[Path, set[str]] = {}
-    for path in (ROOT / package).rglob("*.py"):
-        names: set[str] = set()
-        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-            if isinstance(node, ast.Import):
-                names.update(alias.name.split(".")[0] for alias in node.names)
-            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-                names.add(node.module.split(".")[0])
-        found[path] = names
-    return found
+PACKAGES = ("agent", "hal", "fleet", "provisioning", "firmware")
+CONTRACTS = {c["id"]: c for c in
+             tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["tool"]["importlinter"]["contracts"]}
+# What fleet/ and provisioning/ may import of the agent (docs/architecture.md §2).
+AGENT_PUBLIC = {"wire", "config", "errors"}
 
 
-def test_one_direction_of_dependency() -> None:
-    for path, names in imports_of("hal").items():
-        assert "agent" not in names and "fleet" not in names, f"{path} imports the agent"
-    for path, names in imports_of("firmware").items():
-        assert not names & {"agent", "hal", "fleet", "provisioning"}, f"{path} imports the host side"
+def lint_imports(cwd: Path, *contracts: str) -> subprocess.CompletedProcess[str]:
+    """lint-imports on the packages found in ``cwd``, with the contracts of ``cwd``/pyproject.toml."""
+    args = [str(Path(sys.executable).parent / "lint-imports"), "--no-cache", "--no-logo"]
+    for contract in contracts:
+        args += ["--contract", contract]
+    env = {**os.environ, "PYTHONPATH": str(cwd)}
+    return subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=120)
+
+
+def agent_children() -> set[str]:
+    return {p.stem if p.is_file() else p.name for p in (ROOT / "agent").iterdir()
+            if (p.suffix == ".py" or (p / "__init__.py").exists()) and p.name != "__init__.py"}
+
+
+def test_import_contracts_hold() -> None:
+    proc = lint_imports(ROOT)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_contracts_name_every_part_of_the_agent() -> None:
+    """A new agent module or subpackage must be given its layer; the fleet contract must forbid it."""
+    layered = {name.strip() for layer in CONTRACTS["agent-layers"]["layers"] for name in layer.split("|")}
+    assert layered == agent_children()
+    forbidden = {m.removeprefix("agent.") for m in CONTRACTS["fleet-wire-only"]["forbidden_modules"]}
+    assert forbidden == agent_children() - AGENT_PUBLIC
+
+
+@pytest.fixture(scope="module")
+def tree_copy(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The packages and their contracts, copied, for breaking a rule on purpose."""
+    root = tmp_path_factory.mktemp("layers")
+    for package in PACKAGES:
+        shutil.copytree(ROOT / package, root / package, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(ROOT / "pyproject.toml", root)
+    return root
+
+
+@pytest.mark.parametrize(("probe", "imports", "contract"), [
+    ("hal/_probe.py", "agent.runtime.daemon", "hal-below-agent"),
+    ("firmware/lib/_probe.py", "hal.device", "firmware-alone"),
+    ("agent/store/_probe.py", "fleet.ca", "agent-not-fleet"),
+    ("fleet/_probe.py", "agent.store.database", "fleet-wire-only"),
+    ("provisioning/_probe.py", "agent.runtime.keys", "fleet-wire-only"),
+    ("hal/protocols/_probe.py", "serial", "codecs-pure"),
+    ("agent/wire/_probe.py", "agent.store.database", "agent-layers"),
+    ("agent/store/_probe.py", "agent.control.commands", "agent-layers"),
+    ("agent/runtime/_probe.py", "agent.sim.devrun", "agent-layers"),
+])
+def test_each_contract_catches_its_violation(tree_copy: Path, probe: str, imports: str, contract: str) -> None:
+    path = tree_copy / probe
+    path.write_text(f"import {imports}\n", encoding="utf-8")
+    try:
+        proc = lint_imports(tree_copy, contract)
+    finally:
+        path.unlink()
+    module = probe.removesuffix(".py").replace("/", ".")
+    assert proc.returncode == 1 and f"{module} -> {imports}" in proc.stdout, proc.stdout + proc.stderr
+
+
+def test_make_test_runs_the_gates_before_pytest() -> None:
+    """`make test` = lint-imports, ruff and mypy (`lint`), then pytest; -n prints without running."""
+    proc = subprocess.run(["make", "-n", "test"], cwd=ROOT, capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "MAKEFLAGS": ""})
+    lines = [line for line in proc.stdout.splitlines() if re.search(r"lint-imports|ruff check|mypy|pytest", line)]
+    assert [re.search(r"lint-imports|ruff|mypy|pytest", line)[0] for line in lines] == \
+        ["lint-imports", "ruff", "mypy", "pytest"], proc.stdout + proc.stderr
+    assert "agent hal fleet provisioning firmware bench tests" in lines[1]
 
 
 def test_only_hal_serial_opens_ports() -> None:

@@ -31,8 +31,8 @@ def test_full_jitter_spreads_a_fleet_across_the_window() -> None:
 
 def test_watchdog_pings_come_from_the_loop(tmp_path, monkeypatch) -> None:
     """A blocked event loop stops the WATCHDOG=1 pings (a side thread would not)."""
+    from agent.config import DEFAULT_SIM_CONFIG, load_config
     from agent.runtime.daemon import Agent
-    from agent.config import load_config, DEFAULT_SIM_CONFIG
 
     path = tmp_path / "n.sock"
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
@@ -55,7 +55,7 @@ def test_watchdog_pings_come_from_the_loop(tmp_path, monkeypatch) -> None:
         agent._start_watchdog()
         await asyncio.sleep(0.5)
         before = len(pings())
-        time.sleep(0.6)            # the loop hangs
+        time.sleep(0.6)            # the loop hangs  # noqa: ASYNC251 - the hang is the point
         during = len(pings())      # at most the one ping queued before the hang
         await asyncio.sleep(0.3)
         agent._watchdog.cancel()   # type: ignore[union-attr]
@@ -88,10 +88,77 @@ def _paho_client(port: int, client_id: str):  # type: ignore[no-untyped-def]
     return client
 
 
+async def _until_routed(port: int, topic: str, got: list[bytes]) -> None:
+    """Wait until the uplink's subscription covering ``topic`` routes messages, then forget the probes.
+
+    The uplink does not expose SUBACK: probes go until one reaches the handler, then a last one
+    fences the stragglers (one sender, one topic: in order), and ``got`` is cleared.
+    """
+    probe = _paho_client(port, "probe")
+    try:
+        deadline = time.monotonic() + 10
+        while not got:
+            assert time.monotonic() < deadline, f"no probe on {topic} reached the handler"
+            probe.publish(topic, b"probe", qos=1).wait_for_publish(5)
+            await asyncio.sleep(0.05)
+        probe.publish(topic, b"fence", qos=1).wait_for_publish(5)
+        while b"fence" not in got:
+            assert time.monotonic() < deadline, "the fence probe did not arrive"
+            await asyncio.sleep(0.02)
+        got.clear()
+    finally:
+        probe.disconnect()
+        probe.loop_stop()
+
+
+def _subscribe_and_wait(client, topic: str) -> None:  # type: ignore[no-untyped-def]
+    """Subscribe a paho test client and wait for its SUBACK."""
+    subscribed = threading.Event()
+    client.on_subscribe = lambda *_args: subscribed.set()
+    client.subscribe(topic, qos=1)
+    assert subscribed.wait(10), f"no SUBACK for {topic}"
+
+
 def test_the_uplink_uses_the_batched_client() -> None:
     """If a paho upgrade removed the internals it leans on, this says so (stock paho would still work)."""
     from agent.uplink.connection import _CLIENT_CLASS, _BatchedClient
     assert _CLIENT_CLASS is _BatchedClient
+
+
+def test_paho_is_pinned_to_exactly_the_release_the_overrides_were_written_for() -> None:
+    """setup.cfg's pin, the installed paho and PAHO_WRITTEN_FOR are one version, and the
+    override check accepts that one only: a paho bump must be a deliberate re-read of the overrides."""
+    import configparser
+    import importlib.metadata
+    import re
+    from pathlib import Path
+
+    from agent.uplink.connection import PAHO_WRITTEN_FOR, _BatchedClient
+
+    cfg = configparser.ConfigParser()
+    cfg.read(Path(__file__).resolve().parent.parent / "setup.cfg")
+    pins = [line.strip() for line in cfg["options"]["install_requires"].splitlines() if "paho" in line]
+    assert len(pins) == 1 and re.fullmatch(r"paho-mqtt==\d+\.\d+\.\d+", pins[0]), pins
+    pinned = pins[0].split("==")[1]
+    assert pinned == PAHO_WRITTEN_FOR
+    assert importlib.metadata.version("paho-mqtt") == pinned
+    assert _BatchedClient.supported(pinned)
+    major, minor, patch = (int(part) for part in pinned.split("."))
+    for other in (f"{major}.{minor}.{patch + 1}", f"{major}.{minor + 1}.0", f"{major + 1}.0.0",
+                  f"{major}.{minor}.{patch}rc1", f"{major}.{minor}"):
+        assert not _BatchedClient.supported(other), other
+
+
+def test_any_other_paho_falls_back_to_stock_paho_with_a_warning(caplog) -> None:
+    import paho.mqtt.client as paho
+
+    from agent.uplink.connection import PAHO_WRITTEN_FOR, _BatchedClient, select_client_class
+
+    caplog.set_level(logging.WARNING, logger="agent.uplink.connection")
+    assert select_client_class(PAHO_WRITTEN_FOR) is _BatchedClient and not caplog.records
+    assert select_client_class("2.3.0") is paho.Client
+    assert [r.levelno for r in caplog.records] == [logging.WARNING]
+    assert "paho-mqtt 2.3.0 is not " + PAHO_WRITTEN_FOR in caplog.records[0].getMessage()
 
 
 def test_a_burst_of_incoming_messages_all_reach_the_handler(tmp_path) -> None:
@@ -107,7 +174,7 @@ def test_a_burst_of_incoming_messages_all_reach_the_handler(tmp_path) -> None:
             uplink.subscribe("burst/#", lambda m: got.append(m.payload), qos=1)
             await uplink.start()
             assert await uplink.wait_connected(10)
-            await asyncio.sleep(0.3)                       # SUBACK
+            await _until_routed(broker.port, "burst/probe", got)
             sender = _paho_client(broker.port, "burst-sender")
             for i in range(2000):
                 sender.publish("burst/x", b"%05d" % i, qos=1)
@@ -123,22 +190,27 @@ def test_a_burst_of_incoming_messages_all_reach_the_handler(tmp_path) -> None:
     assert got == [b"%05d" % i for i in range(2000)]
 
 
-def test_publishes_beyond_the_window_wait_and_all_arrive_in_order(tmp_path) -> None:
-    """max_inflight 20: 500 publishes at once; never more than 20 unacknowledged, every one acked, in order."""
+@pytest.mark.parametrize("batched", [True, False], ids=["batched", "stock-paho"])
+def test_publishes_beyond_the_window_wait_and_all_arrive_in_order(tmp_path, batched: bool) -> None:
+    """max_inflight 20: 500 publishes at once; never more than 20 unacknowledged, every one acked, in order.
+    Also on stock paho, the fall-back when the installed paho is not the pinned one."""
+    import paho.mqtt.client as paho
+
     from agent.sim.devbroker import DevBroker
-    from agent.uplink.connection import Uplink
+    from agent.uplink.connection import Uplink, _BatchedClient
 
     with DevBroker(tmp_path / "broker", persistence=False) as broker:
         arrived: list[bytes] = []
         watcher = _paho_client(broker.port, "watcher")
         watcher.on_message = lambda _c, _u, msg: arrived.append(msg.payload)
-        watcher.subscribe("win/#", qos=1)
-        time.sleep(0.3)
+        _subscribe_and_wait(watcher, "win/#")
 
         async def scenario() -> tuple[list[int], int]:
-            uplink = Uplink(_mqtt_cfg(broker.port, "k-window", max_inflight=20))
+            uplink = Uplink(_mqtt_cfg(broker.port, "k-window", max_inflight=20), batched=batched)
             await uplink.start()
             assert await uplink.wait_connected(10)
+            assert isinstance(uplink._client, _BatchedClient) is batched
+            assert isinstance(uplink._client, paho.Client)
             most = 0
             futures = [uplink.publish("win/x", b"%04d" % i) for i in range(500)]
             while not all(f.done() for f in futures):
@@ -187,8 +259,8 @@ def test_the_window_shrinks_to_the_brokers_receive_maximum(tmp_path) -> None:
 
 def test_held_publishes_fail_cleanly_when_the_broker_goes(tmp_path) -> None:
     """Publishes waiting for the window fail with NotConnected when the connection drops; none hangs."""
-    from agent.sim.devbroker import DevBroker
     from agent.errors import NotConnected
+    from agent.sim.devbroker import DevBroker
     from agent.uplink.connection import Uplink
 
     broker = DevBroker(tmp_path / "broker", persistence=False).start()
@@ -228,14 +300,14 @@ def test_oversized_messages_never_reach_the_handler(tmp_path) -> None:
                              on_oversized=lambda o: over.append((o.topic, o.size, o.limit, o.correlation_data)))
             await uplink.start()
             assert await uplink.wait_connected(10)
-            await asyncio.sleep(0.3)                       # SUBACK
+            await _until_routed(broker.port, "lim/probe", got)
             sender = _paho_client(broker.port, "lim-sender")
             for topic, size in (("lim/a", 1000), ("lim/b", 1001), ("lim/c", MAX_PACKET_BYTES + 1), ("lim/d", 3)):
                 sender.publish(topic, b"x" * size, qos=1).wait_for_publish(10)
             deadline = time.monotonic() + 20
+            # lim/d, sent last by the one sender, arrives last: with it, whatever came before has.
             while len(got) < 2 and time.monotonic() < deadline:
                 await asyncio.sleep(0.05)
-            await asyncio.sleep(0.3)
             sender.disconnect()
             sender.loop_stop()
             await uplink.stop()
@@ -250,9 +322,10 @@ def test_oversized_messages_never_reach_the_handler(tmp_path) -> None:
 
 def _vm_hwm_kib(pid: int) -> int:
     """Peak resident memory of ``pid`` so far (kernel's high-water mark), KiB."""
-    for line in open(f"/proc/{pid}/status"):
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1])
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
     raise AssertionError("no VmHWM in /proc/pid/status")
 
 

@@ -1,8 +1,9 @@
 # SPDX-License-Identifier: Apache-2.0
 """Signed fleet commands: verification, nonces, handlers, results, audit.
 
-Component ``agent.control.commands:CommandService`` (the envelope and its
-verification policy are in :mod:`agent.wire.signing`). It subscribes to
+Component :class:`CommandService`, built by the daemon with what it uses (the
+envelope and its verification policy are in :mod:`agent.wire.signing`; each
+command's spec and handler are paired in :data:`COMMANDS`). It subscribes to
 ``cmd/+`` and answers every message on ``cmd/{name}/result``, echoing the
 MQTT 5 correlation data (and, in the payload, as ``correlation`` hex):
 
@@ -34,18 +35,36 @@ import re
 import shlex
 import sqlite3
 import time
-from typing import Any, Callable
+from collections.abc import Awaitable, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Protocol
 
-from agent.config import MODES
-from agent.wire.contract import encode, envelope, now_ms
+from agent.config import MODES, Config
 from agent.errors import AgentError, NotConnected, StoreError
-from agent.wire.signing import SPECS, CommandRefused, Verified, verify_command, verify_signed
 from agent.store.database import ISSUED_COUNTER, Store, get_setting, put_setting
+from agent.store.schema import migrate
+from agent.tasks import spawn
+from agent.uplink.connection import DEFAULT_MAX_BYTES, Listener, OversizedHandler
+from agent.uplink.connection import Handler as MessageHandler
+from agent.wire.contract import Topics, encode, envelope, now_ms
+from agent.wire.signing import (
+    ROLE_COMMANDS,
+    SPECS,
+    CommandRefused,
+    Spec,
+    Verified,
+    verify_command,
+    verify_signed,
+)
+from hal.device import Peripheral
+
+if TYPE_CHECKING:
+    from agent.control.remoteconfig import RemoteConfig
 
 # The envelope policy (CommandRefused, verify_command, SPECS) lives in agent.signing,
 # shared with kioskctl; re-exported here for the component's users.
 __all__ = ["CommandService", "CommandRefused", "CommandFailed", "Verified", "verify_command", "verify_signed",
-           "SPECS", "ResultSender", "LogRing", "redact", "HANDLERS"]
+           "SPECS", "ResultSender", "LogRing", "redact", "HANDLERS", "COMMANDS", "Command", "RegistryMismatch",
+           "build_registry", "Connection", "ResultSink", "Kiosk", "HealthBoard", "AlarmDesk"]
 
 log = logging.getLogger(__name__)
 
@@ -67,19 +86,12 @@ class CommandFailed(AgentError):
 
 # -- persistence ----------------------------------------------------------------------
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS nonces (
-    nonce TEXT PRIMARY KEY, expires_at INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS command_audit (
-    id INTEGER PRIMARY KEY AUTOINCREMENT, ts INTEGER NOT NULL, name TEXT, key_id TEXT, nonce TEXT,
-    correlation TEXT, outcome TEXT NOT NULL, code TEXT, message TEXT, args TEXT);
-CREATE TABLE IF NOT EXISTS agent_settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-"""
 AUDIT_KEEP = 10_000
 
 
 def ensure_schema(conn: sqlite3.Connection) -> None:
-    conn.executescript(_SCHEMA)
+    """The tables of nonces, audit and settings (declared in agent/store/schema.py); a no-op once Store.open ran."""
+    migrate(conn)
 
 
 def claim_nonce(store: Store, nonce: str, issued_at: int, expires_at: int, skew_ms: int) -> None:
@@ -163,39 +175,119 @@ def safe_args(name: str, args: Any) -> Any:
             for k, v in list(args.items())[:20]}
 
 
+# -- what the component uses: declared here, satisfied by the daemon's parts ---------------
+
+class Connection(Protocol):
+    """The uplink as commands and remote configuration use it (:class:`agent.uplink.connection.Uplink`)."""
+
+    @property
+    def connected(self) -> bool: ...
+
+    def add_connect_listener(self, cb: Listener) -> None: ...
+
+    def subscribe(self, topic: str, handler: MessageHandler, qos: int = 1, *, max_bytes: int = DEFAULT_MAX_BYTES,
+                  on_oversized: OversizedHandler | None = None) -> None: ...
+
+    def publish(self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False,
+                correlation_data: bytes | None = None) -> asyncio.Future[int]: ...
+
+    async def wait_connected(self, timeout: float | None = None) -> bool: ...
+
+
+class ResultSink(Protocol):
+    """Where terminal results are queued durably (:class:`agent.store.outbox.Outbox`)."""
+
+    async def enqueue(self, cls: str, topic: str, payload: bytes, retain: bool = False) -> int: ...
+
+    async def wait_drained(self, timeout: float | None = None) -> bool: ...
+
+
+class Kiosk(Protocol):
+    """What a command asks of the daemon (:class:`agent.runtime.daemon.Agent`): live state and lifecycle."""
+
+    exit_code: int
+
+    @property
+    def cfg(self) -> Config: ...        # read afresh: ``commands`` reloads in place on SIGHUP
+
+    @property
+    def topics(self) -> Topics: ...
+
+    @property
+    def mode(self) -> str: ...
+
+    @property
+    def started_at(self) -> float: ...
+
+    def set_mode(self, mode: str) -> None: ...
+
+    def birth(self) -> dict[str, Any]: ...
+
+    def session_active(self) -> bool: ...
+
+    def request_restart(self, *, new_boot: bool = False, force: bool = False) -> None: ...
+
+    def request_stop(self) -> None: ...
+
+
+class HealthBoard(Protocol):
+    """Health as commands use it (:class:`agent.runtime.health.HealthReporter`)."""
+
+    sections: dict[str, Callable[[], dict[str, Any]]]
+
+    def snapshot(self, reason: str) -> dict[str, Any]: ...
+
+    def publish_now(self, reason: str) -> dict[str, Any]: ...
+
+
+class AcknowledgedAlarm(Protocol):
+    @property
+    def since(self) -> int: ...
+
+    @property
+    def device(self) -> str | None: ...
+
+
+class AlarmDesk(Protocol):
+    """Latched alarms as ``ack-alarm`` clears them (:class:`agent.runtime.alarms.Alarms`)."""
+
+    def acknowledge(self, code: str, by: str) -> AcknowledgedAlarm: ...
+
+
+SimActions = dict[str, dict[str, Callable[[Any], Any]]]
+
+
 # -- results -----------------------------------------------------------------------------
 
 class ResultSender:
-    """Results on the way up: the outbox for terminal ones once it exists.
+    """Results on the way up: the outbox for terminal ones when there is one.
 
     Without an outbox, QoS 1 through the uplink, kept in memory (in order)
     while offline and sent on reconnect.
     """
 
-    def __init__(self, agent: Any) -> None:
-        self.agent = agent
+    def __init__(self, uplink: Connection, outbox: ResultSink | None) -> None:
+        self.uplink = uplink
+        self.outbox = outbox
         self._pending: list[tuple[str, bytes, bool, bytes | None]] = []
+        self._resending: set[asyncio.Future[Any]] = set()
 
     def attach(self) -> None:
-        if self.agent.uplink is not None:
-            self.agent.uplink.add_connect_listener(self.flush)
+        self.uplink.add_connect_listener(self.flush)
 
     async def send(self, topic: str, payload: bytes, *, terminal: bool, retain: bool = False,
                    correlation: bytes | None = None, wait: float = 0.0, cls: str = "result") -> None:
-        outbox = getattr(self.agent, "outbox", None) or self.agent.components.get("Outbox")
+        outbox = self.outbox
         if terminal and outbox is not None:
-            # The payload carries the correlation (hex) in any case; the
-            # property too if the outbox can store it.
-            extra = {"correlation_data": correlation} if correlation is not None and _accepts(
-                outbox.enqueue, "correlation_data") else {}
+            # The payload carries the correlation (hex); the outbox does not keep the property.
             try:
-                await outbox.enqueue(cls, topic, payload, retain=retain, **extra)
+                await outbox.enqueue(cls, topic, payload, retain=retain)
                 return
             except StoreError as exc:
                 # Disk full or store broken: better sent once, live, than not at all.
                 log.error("result not queued durably (%s); sending it directly", exc)
-        uplink = self.agent.uplink
-        if uplink is None or not uplink.connected:
+        uplink = self.uplink
+        if not uplink.connected:
             if terminal:
                 self._keep((topic, payload, retain, correlation))
             return
@@ -212,14 +304,12 @@ class ResultSender:
 
     async def drain(self, timeout: float) -> None:
         """Give queued results a chance to leave before the agent stops (they are durable anyway)."""
-        outbox = getattr(self.agent, "outbox", None) or self.agent.components.get("Outbox")
-        wait = getattr(outbox, "wait_drained", None)
-        if callable(wait):
-            await wait(timeout)
+        if self.outbox is not None:
+            await self.outbox.wait_drained(timeout)
 
     def _requeue(self, fut: asyncio.Future[int], *item: Any) -> None:
         if fut.cancelled() or isinstance(fut.exception(), NotConnected):
-            self._keep(item)  # type: ignore[arg-type]
+            self._keep(item)
 
     def _keep(self, item: tuple[str, bytes, bool, bytes | None]) -> None:
         # Bounded: a flood of refusals while offline must not grow memory without end.
@@ -230,7 +320,8 @@ class ResultSender:
     def flush(self) -> None:
         pending, self._pending = self._pending, []
         for topic, payload, retain, correlation in pending:
-            asyncio.ensure_future(self.send(topic, payload, terminal=True, retain=retain, correlation=correlation))
+            spawn(self.send(topic, payload, terminal=True, retain=retain, correlation=correlation),
+                  name="result-resend", keep=self._resending)
 
 
 @dataclasses.dataclass
@@ -250,16 +341,27 @@ class Context:
 # -- the component -----------------------------------------------------------------------
 
 class CommandService:
-    """Verifies and runs fleet commands. Built by the daemon as ``CommandService(agent)``."""
+    """Verifies and runs fleet commands, with the parts of the kiosk they act on."""
 
-    def __init__(self, agent: Any) -> None:
-        self.agent = agent
-        self.sender = ResultSender(agent)
+    def __init__(self, kiosk: Kiosk, *, store: Store, uplink: Connection, outbox: ResultSink | None,
+                 health: HealthBoard | None = None, alarms: AlarmDesk | None = None,
+                 devices: Mapping[str, Peripheral] | None = None, simulated: bool = False,
+                 sim_actions: SimActions | None = None, remote_config: RemoteConfig | None = None) -> None:
+        self.kiosk = kiosk
+        self.store = store
+        self.uplink = uplink
+        self.health = health
+        self.alarms = alarms
+        self.devices: Mapping[str, Peripheral] = devices if devices is not None else {}
+        self.simulated = simulated      # hal.backend = "sim": a reboot stays inside the simulation
+        self.sim_actions = sim_actions
+        self.remote_config = remote_config
+        self.sender = ResultSender(uplink, outbox)
         self.counters: dict[str, Any] = {"received": 0, "accepted": 0, "succeeded": 0, "failed": 0,
                                          "refused": 0, "refused_by": {}}
         self.last_refused: dict[str, Any] | None = None
         self._exclusive = asyncio.Lock()
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Future[Any]] = set()
         # Commands past their point of no return (a reboot already asked of
         # systemd): a stop lets them finish and report instead of cancelling.
         self._committed: set[asyncio.Task[Any]] = set()
@@ -269,27 +371,25 @@ class CommandService:
         self.sim_session = False   # a simulated citizen session (sim backend only), for tests of deferral
 
     @property
-    def conn(self) -> sqlite3.Connection | None:
-        store = self.agent.store
-        return store.conn if store is not None else None
+    def conn(self) -> sqlite3.Connection:
+        return self.store.conn
 
     def prepare(self) -> None:
         """Before the first connect: the birth and the light tower show the persisted mode."""
-        assert self.conn is not None
         ensure_schema(self.conn)
         mode = get_setting(self.conn, "mode")
-        if mode in MODES and mode != self.agent.mode:
+        if mode in MODES and mode != self.kiosk.mode:
             log.info("service mode %s restored from the store", mode)
-            self.agent.set_mode(mode)
+            self.kiosk.set_mode(mode)
         self._register_sim_actions()
 
     async def start(self) -> None:
         LogRing.install()
-        if self.agent.health is not None:
-            self.agent.health.sections["commands"] = self.health_section
+        if self.health is not None:
+            self.health.sections["commands"] = self.health_section
         self.sender.attach()
-        self.agent.uplink.subscribe(self.agent.topics.cmd("+"), self.on_message, qos=1,
-                                    max_bytes=self.agent.cfg.commands.max_size_bytes, on_oversized=self.on_oversized)
+        self.uplink.subscribe(self.kiosk.topics.cmd("+"), self.on_message, qos=1,
+                              max_bytes=self.kiosk.cfg.commands.max_size_bytes, on_oversized=self.on_oversized)
         self._purge_nonces()
 
     async def stop(self) -> None:
@@ -303,8 +403,8 @@ class CommandService:
             await asyncio.wait(self._tasks, timeout=5)
             for task in list(self._tasks):
                 task.cancel()
-        if self.agent.health is not None:
-            self.agent.health.sections.pop("commands", None)
+        if self.health is not None:
+            self.health.sections.pop("commands", None)
 
     def commit(self) -> None:
         """Called by a handler at its point of no return: a stop now waits for its result."""
@@ -315,9 +415,9 @@ class CommandService:
 
     def republish_birth(self) -> None:
         """The retained birth carries the mode too; keep it true for dashboards."""
-        uplink = self.agent.uplink
-        if uplink is not None and uplink.connected:
-            fut = uplink.publish(self.agent.topics.state, encode(self.agent.birth()), qos=1, retain=True)
+        uplink = self.uplink
+        if uplink.connected:
+            fut = uplink.publish(self.kiosk.topics.state, encode(self.kiosk.birth()), qos=1, retain=True)
             fut.add_done_callback(lambda f: f.cancelled() or f.exception())
 
     def health_section(self) -> dict[str, Any]:
@@ -327,14 +427,8 @@ class CommandService:
         return out
 
     def session_active(self) -> bool:
-        """A citizen is being served: Agent.session_active() if the lead adds it, else the engine's state."""
-        if self.sim_session:
-            return True
-        probe = getattr(self.agent, "session_active", None)
-        if callable(probe):
-            return bool(probe())
-        engine = self.agent.components.get("SessionEngine")
-        return engine is not None and getattr(engine, "session", None) is not None
+        """A citizen is being served (the daemon asks the session engine; or the simulator's hook says so)."""
+        return self.sim_session or self.kiosk.session_active()
 
     # -- receiving --------------------------------------------------------------
 
@@ -354,15 +448,14 @@ class CommandService:
     def on_message(self, msg: Any) -> None:
         """Uplink handler. Verification and the nonce commit run here, in order."""
         ctx = self._received(msg.topic, msg.correlation_data)
-        cfg = self.agent.cfg
+        cfg = self.kiosk.cfg
         try:
             cmd = verify_command(msg.payload, ctx.topic_name, cfg.commands, fleet=cfg.kiosk.fleet,
                                  kiosk=cfg.kiosk.id, now=now_ms())
             ctx.nonce, ctx.key_id = cmd.doc["nonce"], cmd.operator.id
             ctx.args = safe_args(cmd.name, cmd.args)
-            assert self.agent.store is not None
             skew_ms = int(cfg.commands.max_clock_skew_s * 1000)
-            claim_nonce(self.agent.store, cmd.doc["nonce"], cmd.doc["issued_at"], cmd.doc["expires_at"] + skew_ms,
+            claim_nonce(self.store, cmd.doc["nonce"], cmd.doc["issued_at"], cmd.doc["expires_at"] + skew_ms,
                         skew_ms)
         except CommandRefused as exc:
             self._refused(ctx, msg.payload, exc)
@@ -374,9 +467,7 @@ class CommandService:
         self.counters["accepted"] += 1
         audit(self.conn, name=cmd.name, outcome="accepted", key_id=ctx.key_id, nonce=ctx.nonce,
               correlation=ctx.correlation_hex, args=ctx.args)
-        task = asyncio.ensure_future(self._run(cmd, ctx))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        spawn(self._run(cmd, ctx), name=f"cmd-{cmd.name}", keep=self._tasks)
 
     def _refused(self, ctx: Context, raw: bytes, exc: CommandRefused) -> None:
         self.counters["refused"] += 1
@@ -390,34 +481,31 @@ class CommandService:
         self._spawn(self.result(ctx, "refused", code=exc.code, message=str(exc)))
         self._kick_health()
 
-    def _spawn(self, coro: Any) -> None:
-        task = asyncio.ensure_future(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        task.add_done_callback(log_task_failure)
+    def _spawn(self, coro: Awaitable[None]) -> None:
+        spawn(coro, name="cmd-result", keep=self._tasks)
 
     def _kick_health(self) -> None:
         # Refusals reach the fleet within seconds (S11), but a flood of junk
         # must not turn into a flood of health messages: one per 5 s at most.
-        if self._health_kick is not None or self.agent.health is None:
+        if self._health_kick is not None or self.health is None:
             return
         loop = asyncio.get_running_loop()
 
         def fire() -> None:
             self._health_kick = None
             self._last_kick = loop.time()
-            if self.agent.health is not None:
-                self.agent.health.publish_now("change")
+            if self.health is not None:
+                self.health.publish_now("change")
         self._health_kick = loop.call_later(max(1.0, self._last_kick + 5.0 - loop.time()), fire)
 
     # -- running ----------------------------------------------------------------
 
     async def _run(self, cmd: Verified, ctx: Context) -> None:
         await self.result(ctx, "accepted")
-        spec = SPECS[cmd.name]
-        handler = HANDLERS[cmd.name]
+        command = COMMANDS[cmd.name]
+        handler = command.handler
         try:
-            if spec.exclusive:
+            if command.spec.exclusive:
                 if self._exclusive.locked():
                     await self.result(ctx, "in_progress", message="queued behind another command")
                 async with self._exclusive:
@@ -454,8 +542,8 @@ class CommandService:
         if terminal and status != "refused":
             audit(self.conn, name=ctx.topic_name, outcome=status, key_id=ctx.key_id, nonce=ctx.nonce,
                   correlation=ctx.correlation_hex, code=code, message=message, args=ctx.args)
-        payload = encode(envelope(self.agent.cfg.kiosk.id, **fields))
-        await self.sender.send(self.agent.topics.cmd_result(ctx.topic_name), payload, terminal=terminal,
+        payload = encode(envelope(self.kiosk.cfg.kiosk.id, **fields))
+        await self.sender.send(self.kiosk.topics.cmd_result(ctx.topic_name), payload, terminal=terminal,
                                correlation=ctx.correlation, wait=wait)
 
     # -- housekeeping -----------------------------------------------------------
@@ -467,7 +555,7 @@ class CommandService:
                 with conn:
                     # Against the high-water, not the clock (which may have jumped ahead): a command
                     # whose nonce goes is older than the newest accepted minus the skew, so cmd.too_old.
-                    skew_ms = int(self.agent.cfg.commands.max_clock_skew_s * 1000)
+                    skew_ms = int(self.kiosk.cfg.commands.max_clock_skew_s * 1000)
                     conn.execute("DELETE FROM nonces WHERE expires_at < (SELECT value FROM counters WHERE name = ?) - ?",
                                  (ISSUED_COUNTER, skew_ms))
                     conn.execute("DELETE FROM command_audit WHERE id <= (SELECT MAX(id) FROM command_audit) - ?",
@@ -477,29 +565,15 @@ class CommandService:
         self._purge = asyncio.get_running_loop().call_later(3600, self._purge_nonces)
 
     def _register_sim_actions(self) -> None:
-        simcontrol = self.agent.simcontrol
-        if simcontrol is None:
+        if self.sim_actions is None:
             return
 
         def session(active: bool) -> dict[str, Any]:
             self.sim_session = active
             return {"active": active}
 
-        simcontrol.actions["session_hook"] = {"begin": lambda _a: session(True), "end": lambda _a: session(False),
+        self.sim_actions["session_hook"] = {"begin": lambda _a: session(True), "end": lambda _a: session(False),
                                               "status": lambda _a: {"active": self.session_active()}}
-
-
-def _accepts(fn: Any, name: str) -> bool:
-    import inspect
-    try:
-        return name in inspect.signature(fn).parameters
-    except (TypeError, ValueError):
-        return False
-
-
-def log_task_failure(task: asyncio.Future[Any]) -> None:
-    if not task.cancelled() and task.exception() is not None:
-        log.error("command task failed", exc_info=task.exception())
 
 
 def reboot_command(simulated: bool = False) -> list[str] | None:
@@ -581,19 +655,19 @@ class LogRing(logging.Handler):
 
 # -- handlers: (service, command, context) -> result dict, or None if already answered -------
 
-Handler = Callable[[CommandService, Verified, Context], Any]
+Handler = Callable[[CommandService, Verified, Context], Awaitable[dict[str, Any] | None]]
 
 
 async def _ping(svc: CommandService, cmd: Verified, ctx: Context) -> dict[str, Any]:
     from agent import __version__
-    return {"pong": True, "agent": __version__, "python": platform.python_version(), "mode": svc.agent.mode,
-            "uptime_s": round(time.time() - svc.agent.started_at, 1)}
+    return {"pong": True, "agent": __version__, "python": platform.python_version(), "mode": svc.kiosk.mode,
+            "uptime_s": round(time.time() - svc.kiosk.started_at, 1)}
 
 
 async def _get_health(svc: CommandService, cmd: Verified, ctx: Context) -> dict[str, Any]:
-    if svc.agent.health is None:
+    if svc.health is None:
         raise CommandFailed("cmd.unavailable", "health is not running")
-    snapshot: dict[str, Any] = svc.agent.health.snapshot("request")
+    snapshot: dict[str, Any] = svc.health.snapshot("request")
     return snapshot
 
 
@@ -604,7 +678,7 @@ def _jsonable(value: Any) -> Any:
 async def _selftest(svc: CommandService, cmd: Verified, ctx: Context) -> dict[str, Any]:
     from hal.device import SelftestResult
     loop = asyncio.get_running_loop()
-    devices = list(svc.agent.peripherals.devices.items()) if svc.agent.peripherals else []
+    devices = list(svc.devices.items())
     rows = []
     for i, (name, device) in enumerate(devices):
         await svc.result(ctx, "in_progress", progress=int(100 * i / max(1, len(devices))), message=f"testing {name}")
@@ -616,7 +690,7 @@ async def _selftest(svc: CommandService, cmd: Verified, ctx: Context) -> dict[st
         if r.details:
             row["details"] = _jsonable(r.details)
         rows.append(row)
-    failed = [row["device"] for row in rows if not row["passed"]]
+    failed = [str(row["device"]) for row in rows if not row["passed"]]
     result = {"passed": not failed, "devices": rows}
     if failed:
         raise CommandFailed("cmd.selftest_failed", f"{len(failed)} of {len(rows)} failed: {', '.join(failed)}",
@@ -625,17 +699,16 @@ async def _selftest(svc: CommandService, cmd: Verified, ctx: Context) -> dict[st
 
 
 async def _set_mode(svc: CommandService, cmd: Verified, ctx: Context) -> dict[str, Any]:
-    mode, previous = cmd.args["mode"], svc.agent.mode
-    assert svc.conn is not None
+    mode, previous = cmd.args["mode"], svc.kiosk.mode
     # Stored first: if the agent dies right after, it comes back in the mode asked for.
     put_setting(svc.conn, "mode", mode)
-    svc.agent.set_mode(mode)
+    svc.kiosk.set_mode(mode)
     svc.republish_birth()
     return {"mode": mode, "previous": previous}
 
 
 async def _print_test_page(svc: CommandService, cmd: Verified, ctx: Context) -> dict[str, Any]:
-    printer = svc.agent.peripherals.devices.get("printer") if svc.agent.peripherals else None
+    printer = svc.devices.get("printer")
     if printer is None:
         raise CommandFailed("cmd.no_printer", "no printer is configured on this kiosk")
     fn = getattr(printer, "print_test_page", None)
@@ -651,14 +724,13 @@ async def _print_test_page(svc: CommandService, cmd: Verified, ctx: Context) -> 
 
 async def _ack_alarm(svc: CommandService, cmd: Verified, ctx: Context) -> dict[str, Any]:
     """Clear a latched alarm (tamper) whose cause has gone; the clear names the key that acknowledged it."""
-    from agent.runtime.alarms import AlarmCausePresent, AlarmNotLatched
-    alarms = svc.agent.alarms
+    alarms = svc.alarms
     if alarms is None:
         raise CommandFailed("cmd.unavailable", "alarms are not running")
     code = cmd.args["code"]
     try:
         alarm = alarms.acknowledge(code, by=cmd.operator.id)
-    except (AlarmNotLatched, AlarmCausePresent) as exc:
+    except AgentError as exc:     # AlarmNotLatched, AlarmCausePresent: their code says which
         raise CommandFailed(exc.code, str(exc)) from None
     return {"code": code, "cleared": True, "since": alarm.since, "device": alarm.device}
 
@@ -679,15 +751,14 @@ async def _wait_no_session(svc: CommandService, cmd: Verified, ctx: Context) -> 
 
 async def _reboot(svc: CommandService, cmd: Verified, ctx: Context) -> dict[str, Any] | None:
     await _wait_no_session(svc, cmd, ctx)
-    peripherals = svc.agent.peripherals
-    argv = reboot_command(simulated=bool(peripherals is not None and peripherals.backend.simulated))
+    argv = reboot_command(simulated=svc.simulated)
     if argv is None:
         log.warning("simulated reboot on command from %s (hal.backend = sim: the host is not rebooted)",
                     ctx.key_id)
         svc.counters["succeeded"] += 1
         await svc.result(ctx, "succeeded", result={"rebooting": True, "simulated": True}, wait=5.0)
         await svc.sender.drain(5.0)
-        svc.agent.request_restart(new_boot=True, force=bool(cmd.args.get("force")))
+        svc.kiosk.request_restart(new_boot=True, force=bool(cmd.args.get("force")))
         return None
     log.warning("rebooting on command from %s: %s", ctx.key_id, " ".join(argv))
     svc.commit()        # the SIGTERM the reboot brings must not lose its result
@@ -715,12 +786,12 @@ async def _restart_agent(svc: CommandService, cmd: Verified, ctx: Context) -> No
     await svc.sender.drain(5.0)
     log.warning("restarting the agent on command from %s", ctx.key_id)
     # A non-zero exit, so systemd restarts it whatever Restart= says.
-    svc.agent.exit_code = EX_TEMPFAIL
-    svc.agent.request_stop()
+    svc.kiosk.exit_code = EX_TEMPFAIL
+    svc.kiosk.request_stop()
 
 
 async def _update_config(svc: CommandService, cmd: Verified, ctx: Context) -> None:
-    remote = svc.agent.components.get("RemoteConfig")
+    remote = svc.remote_config
     if remote is None:
         raise CommandFailed("cmd.unsupported", "remote configuration is not enabled")
     args = cmd.args
@@ -734,7 +805,7 @@ async def _update_config(svc: CommandService, cmd: Verified, ctx: Context) -> No
 
 async def _firmware_update(svc: CommandService, cmd: Verified, ctx: Context) -> dict[str, Any]:
     """hal.coproc.CoprocDevice.update_firmware(image, signature, progress_cb, confirm_s=)."""
-    coproc = svc.agent.peripherals.devices.get("coproc") if svc.agent.peripherals else None
+    coproc = svc.devices.get("coproc")
     fn = getattr(coproc, "update_firmware", None)
     if not callable(fn):
         raise CommandFailed("cmd.no_coproc", "no co-processor with firmware update on this kiosk")
@@ -769,3 +840,37 @@ HANDLERS: dict[str, Handler] = {
     "print-test-page": _print_test_page, "collect-logs": _collect_logs, "ack-alarm": _ack_alarm, "reboot": _reboot,
     "restart-agent": _restart_agent, "update-config": _update_config, "firmware-update": _firmware_update,
 }
+
+
+# -- the registry: each command's argument spec (shared with kioskctl) and its handler -----
+
+class RegistryMismatch(AgentError):
+    """Specs, handlers and roles do not name the same commands."""
+
+    code = "cmd.registry_mismatch"
+
+
+@dataclasses.dataclass(frozen=True)
+class Command:
+    spec: Spec
+    handler: Handler
+
+
+def build_registry(specs: Mapping[str, Spec], handlers: Mapping[str, Handler],
+                   roles: Mapping[str, frozenset[str]]) -> dict[str, Command]:
+    """Pair every spec with its handler; raises RegistryMismatch naming what is unpaired."""
+    problems = []
+    if missing := sorted(specs.keys() - handlers.keys()):
+        problems.append(f"specs without a handler: {', '.join(missing)}")
+    if extra := sorted(handlers.keys() - specs.keys()):
+        problems.append(f"handlers without a spec: {', '.join(extra)}")
+    for role, names in sorted(roles.items()):
+        if unknown := sorted(names - specs.keys()):
+            problems.append(f"role {role} names unregistered commands: {', '.join(unknown)}")
+    if problems:
+        raise RegistryMismatch("; ".join(problems))
+    return {name: Command(spec, handlers[name]) for name, spec in specs.items()}
+
+
+# Built at import: a command added to one side only stops the agent from starting, not a fleet message.
+COMMANDS: dict[str, Command] = build_registry(SPECS, HANDLERS, ROLE_COMMANDS)

@@ -1,7 +1,7 @@
 # SPDX-License-Identifier: Apache-2.0
 """Desired configuration: signed ``config/desired`` in, ``config/reported`` out.
 
-Component ``agent.control.remoteconfig:RemoteConfig``. A desired configuration is a
+Component :class:`RemoteConfig` (built by the daemon with its store, uplink and outbox). A desired configuration is a
 signed envelope (``agent.wire.signing``, kind ``config``, admin keys only) carrying
 the whole TOML file and a ``version`` that must increase (anti-rollback; the
 retained message is re-delivered on every reconnect, so an equal version is
@@ -44,19 +44,20 @@ import sqlite3
 import tomllib
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
+from agent.config import Config, parse_config, tls_context
 from agent.control.commands import (
+    Connection,
     ResultSender,
+    ResultSink,
     audit,
     ensure_schema,
-    get_setting,
-    log_task_failure,
-    put_setting,
 )
-from agent.config import Config, parse_config, tls_context
-from agent.wire.contract import encode, envelope, now_ms
 from agent.errors import AgentError, ConfigError
+from agent.store.database import Store, fsync_dir, get_setting, put_setting
+from agent.tasks import spawn
+from agent.wire.contract import Topics, encode, envelope, now_ms
 from agent.wire.signing import KIND_CONFIG, CommandRefused, verify_signed
 
 __all__ = ["REJECTED_KEEP", "RemoteConfig", "dry_run", "restore_confirmed"]
@@ -82,20 +83,20 @@ def _reject(conn: sqlite3.Connection, version: int) -> None:
     put_setting(conn, _REJECTED, json.dumps(versions[-REJECTED_KEEP:]))
 
 
-def dry_run(cfg: Config) -> None:
+def dry_run(cfg: Config, load_key: Callable[[Path], object]) -> None:
     """Prove ``cfg`` can start without starting it; CommandRefused ``config.cannot_start`` if not.
 
     Opens what a start opens first and cannot be fixed remotely once the
-    kiosk is off the broker: the device key, the HAL backend and the TLS
-    files. Nothing is created and no device is claimed.
+    kiosk is off the broker: the device key (with ``load_key``, the
+    daemon's :func:`agent.runtime.keys.load_private`), the HAL backend and
+    the TLS files. Nothing is created and no device is claimed.
     """
-    from agent.runtime.keys import load_private
     from hal.backend import select_backend
     from hal.exc import HalError
 
     if cfg.keys.signing_key is not None:
         try:
-            load_private(Path(cfg.keys.signing_key))
+            load_key(Path(cfg.keys.signing_key))
         except AgentError as exc:
             raise CommandRefused("config.cannot_start", f"keys.signing_key: {exc}") from None
     if cfg.mqtt.tls_enabled:
@@ -166,7 +167,7 @@ def _restore(path: Path, prev: Path, pending: dict[str, Any]) -> None:
     tmp = path.with_name(path.name + ".new")
     _fsync_write(tmp, data)
     os.replace(tmp, path)
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
 
 
 def _fsync_write(path: Path, data: bytes) -> None:
@@ -176,32 +177,47 @@ def _fsync_write(path: Path, data: bytes) -> None:
         os.fsync(f.fileno())
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+class ConfigHost(Protocol):
+    """What remote configuration asks of the daemon (:class:`agent.runtime.daemon.Agent`)."""
+
+    @property
+    def cfg(self) -> Config: ...        # the file in force, read afresh (a reload replaces it)
+
+    @property
+    def topics(self) -> Topics: ...
+
+    @property
+    def boot_id(self) -> str: ...
+
+    @property
+    def components_started_ms(self) -> int: ...
+
+    @property
+    def restart_pending(self) -> bool: ...
+
+    def request_reload(self) -> None: ...
 
 
 class RemoteConfig:
     """Receives, applies, confirms or rolls back desired configurations."""
 
-    def __init__(self, agent: Any) -> None:
-        self.agent = agent
-        self.sender = ResultSender(agent)
-        self._tasks: set[asyncio.Task[Any]] = set()
+    def __init__(self, host: ConfigHost, *, store: Store, uplink: Connection, outbox: ResultSink | None,
+                 load_key: Callable[[Path], object]) -> None:
+        self.host = host
+        self.load_key = load_key      # reads the device key as a start would (a layer up, in runtime)
+        self.store = store
+        self.uplink = uplink
+        self.sender = ResultSender(uplink, outbox)
+        self._tasks: set[asyncio.Future[Any]] = set()
         self._applying: int | None = None   # spawned, its pending record not yet written
 
     @property
     def conn(self) -> sqlite3.Connection:
-        assert self.agent.store is not None
-        conn: sqlite3.Connection = self.agent.store.conn
-        return conn
+        return self.store.conn
 
     @property
     def version(self) -> int:
@@ -210,8 +226,8 @@ class RemoteConfig:
     async def start(self) -> None:
         ensure_schema(self.conn)
         self.sender.attach()
-        self.agent.uplink.subscribe(self.agent.topics.config_desired, self.on_message, qos=1,
-                                    max_bytes=self.agent.cfg.commands.max_size_bytes, on_oversized=self.on_oversized)
+        self.uplink.subscribe(self.host.topics.config_desired, self.on_message, qos=1,
+                              max_bytes=self.host.cfg.commands.max_size_bytes, on_oversized=self.on_oversized)
         pending = self._pending()
         if pending is not None:
             self._spawn(self._confirm(pending))
@@ -226,10 +242,7 @@ class RemoteConfig:
             await asyncio.wait(self._tasks, timeout=2)
 
     def _spawn(self, coro: Awaitable[Any]) -> None:
-        task = asyncio.ensure_future(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        task.add_done_callback(log_task_failure)
+        spawn(coro, name="remote-config", keep=self._tasks)
 
     def _pending(self) -> dict[str, Any] | None:
         raw = get_setting(self.conn, _PENDING)
@@ -246,7 +259,7 @@ class RemoteConfig:
     def on_message(self, msg: Any) -> None:
         if not msg.payload:
             return      # the retained desired configuration was cleared
-        cfg = self.agent.cfg
+        cfg = self.host.cfg
         try:
             doc, operator = verify_signed(msg.payload, KIND_CONFIG, cfg.commands, fleet=cfg.kiosk.fleet,
                                           kiosk=cfg.kiosk.id, now=now_ms(), required={
@@ -312,7 +325,7 @@ class RemoteConfig:
 
     def _adopt_if_in_force(self, text: str, version: int) -> bool:
         """The file in force already is ``text`` (e.g. the store was lost and recreated): adopt its version."""
-        path = self.agent.cfg.source
+        path = self.host.cfg.source
         try:
             same = path is not None and _sha(path.read_bytes()) == _sha(text.encode("utf-8"))
         except OSError:
@@ -328,7 +341,7 @@ class RemoteConfig:
 
     def check(self, text: str) -> Any:
         """Parse and vet ``text``; raise CommandRefused with a config.* code."""
-        source = self.agent.cfg.source
+        source = self.host.cfg.source
         if source is None:
             raise CommandRefused("config.no_file", "the running configuration has no file to replace")
         try:
@@ -337,8 +350,8 @@ class RemoteConfig:
             raise CommandRefused("config.invalid", f"not valid TOML: {exc}") from None
         except ConfigError as exc:
             raise CommandRefused("config.invalid", str(exc)) from None
-        dry_run(new)
-        old = self.agent.cfg
+        dry_run(new, self.load_key)
+        old = self.host.cfg
         if (new.kiosk.id, new.kiosk.fleet) != (old.kiosk.id, old.kiosk.fleet):
             raise CommandRefused("config.identity_change", "kiosk.id and kiosk.fleet cannot change remotely")
         if new.storage.dir != old.storage.dir:
@@ -371,12 +384,13 @@ class RemoteConfig:
             _reject(self.conn, version)
             await self._report("refused", desired=version, code=exc.code, message=str(exc))
             return {"status": "refused", "code": exc.code, "message": str(exc)}
-        path: Path = self.agent.cfg.source
+        path = self.host.cfg.source
+        assert path is not None        # check() refuses a running configuration without a file
         data = text.encode("utf-8")
         try:
             confirmed = path.read_bytes()
             pending = {"version": version, "previous": self.version, "sha256": _sha(data), "at_ms": now_ms(),
-                       "confirm_within_s": confirm_within_s, "source": source, "boot_id": self.agent.boot_id,
+                       "confirm_within_s": confirm_within_s, "source": source, "boot_id": self.host.boot_id,
                        "previous_sha256": _sha(confirmed)}
             # Nothing is pending (checked above), so the file in force is the
             # confirmed one: .prev is only ever a confirmed file.
@@ -387,7 +401,7 @@ class RemoteConfig:
             tmp = path.with_name(path.name + ".new")
             _fsync_write(tmp, data)
             os.replace(tmp, path)
-            _fsync_dir(path.parent)
+            fsync_dir(path.parent)
         except OSError as exc:
             # e.g. ProtectSystem=strict without the config directory in ReadWritePaths.
             put_setting(self.conn, _PENDING, None)
@@ -401,8 +415,8 @@ class RemoteConfig:
         await self._report("pending", desired=version, message=f"applied; confirming within {confirm_within_s}s")
         if before_reload is not None:
             await before_reload(outcome)
-        self.agent.request_reload()
-        if self.agent.cfg == new:
+        self.host.request_reload()
+        if self.host.cfg == new:
             # Applied in place (only hot-reloadable tables changed): the
             # broker connection was not touched, so confirm at once.
             self._spawn(self._confirm(pending))
@@ -410,7 +424,7 @@ class RemoteConfig:
         return outcome
 
     async def _confirm(self, pending: dict[str, Any]) -> None:
-        path: Path | None = self.agent.cfg.source
+        path: Path | None = self.host.cfg.source
         if path is None or not path.exists() or _sha(path.read_bytes()) != pending["sha256"]:
             # Crashed before the file was replaced: nothing to supervise.
             put_setting(self.conn, _PENDING, None)
@@ -419,13 +433,13 @@ class RemoteConfig:
             return
         # The window runs from the start of the components that use the new
         # file: a restart deferred by a citizen session does not eat it.
-        started_ms = max(pending["at_ms"], getattr(self.agent, "components_started_ms", 0))
+        started_ms = max(pending["at_ms"], self.host.components_started_ms)
         left = started_ms / 1000 + pending["confirm_within_s"] - now_ms() / 1000
-        if pending.get("boot_id") != self.agent.boot_id:
+        if pending.get("boot_id") != self.host.boot_id:
             # The process died (or the board rebooted) since the apply: the
             # window says nothing about the new file; give it a full one.
             left = pending["confirm_within_s"]
-        if await self.agent.uplink.wait_connected(max(0.0, left)):
+        if await self.uplink.wait_connected(max(0.0, left)):
             put_setting(self.conn, _VERSION, str(pending["version"]))
             put_setting(self.conn, _PENDING, None)
             audit(self.conn, name="config/desired", outcome="succeeded", args={"version": pending["version"]})
@@ -442,12 +456,12 @@ class RemoteConfig:
         await self._report("rolled_back", desired=pending["version"], code="config.rolled_back",
                            message=f"no broker connection within {pending['confirm_within_s']}s; "
                                    f"version {pending['previous']} restored")
-        self.agent.request_reload()
+        self.host.request_reload()
         self._after_settled()
 
     def _after_settled(self) -> None:
         # Components about to restart: the next instance's start() takes the queue.
-        if not getattr(self.agent, "restart_pending", False):
+        if not self.host.restart_pending:
             self._apply_queued()
 
     # -- reporting --------------------------------------------------------------
@@ -464,11 +478,11 @@ class RemoteConfig:
     async def _publish_report(self) -> None:
         """The stored last outcome, with the version and file hash in force now."""
         fields = json.loads(get_setting(self.conn, _REPORT) or '{"status": "in_force"}')
-        path = self.agent.cfg.source
+        path = self.host.cfg.source
         try:
             fields["sha256"] = _sha(path.read_bytes()) if path else None
         except OSError:
             fields["sha256"] = None
-        payload = encode(envelope(self.agent.cfg.kiosk.id, version=self.version, **fields))
-        await self.sender.send(self.agent.topics.config_reported, payload, terminal=True, retain=True,
+        payload = encode(envelope(self.host.cfg.kiosk.id, version=self.version, **fields))
+        await self.sender.send(self.host.topics.config_reported, payload, terminal=True, retain=True,
                                cls="config")

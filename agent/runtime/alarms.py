@@ -41,6 +41,7 @@ from typing import Any, Callable
 
 from agent.wire.contract import Topics, encode, envelope, now_ms
 from agent.errors import AgentError
+from agent.store.schema import migrate
 
 __all__ = ["Alarms", "ActiveAlarm", "SEVERITY", "ALIASES", "LATCHING", "AlarmNotLatched", "AlarmCausePresent"]
 
@@ -104,8 +105,7 @@ class Alarms:
         self.cause_gone: set[str] = set()
         self._swept = False       # sweep_retained ran (once per run)
         if conn is not None:
-            conn.execute("CREATE TABLE IF NOT EXISTS alarms (code TEXT PRIMARY KEY, since INTEGER NOT NULL, "
-                         "detail TEXT NOT NULL, device TEXT)")
+            migrate(conn)        # the alarms table is declared with the rest (agent/store/schema.py)
             for code, since, detail, device in conn.execute("SELECT code, since, detail, device FROM alarms"):
                 self.active[code] = ActiveAlarm(code, since, detail, device)
 

@@ -20,44 +20,40 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib
 import logging
 import platform
 import signal
 import sqlite3
 import time
 import uuid
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
 
 from agent import __version__
-from agent.runtime.alarms import Alarms
 from agent.config import Config, load_config
-from agent.wire.contract import CONTRACT_VERSION, TX_ACK_MAX_BYTES, Topics, encode, envelope, now_ms
+from agent.control.commands import CommandService
+from agent.control.remoteconfig import RemoteConfig
 from agent.errors import AgentError, ConfigError, StoreError
-from agent.store.journal import Journal, synthetic_load
-from agent.runtime.keys import load_or_create
-from agent.store.outbox import Outbox
+from agent.runtime.alarms import Alarms
 from agent.runtime.health import HealthReporter, certificate_alarm, system_alarms, system_snapshot
+from agent.runtime.keys import load_or_create, load_private
 from agent.runtime.peripherals import Peripherals
 from agent.runtime.sdnotify import notify, watchdog_interval
+from agent.sessions.engine import SessionEngine
+from agent.sessions.sessionio import DeviceIO
 from agent.sim.simcontrol import SimControl, socket_path
 from agent.store.database import Store
+from agent.store.journal import Journal, synthetic_load
+from agent.store.outbox import Outbox
+from agent.tasks import spawn
 from agent.uplink.connection import Uplink
+from agent.wire.contract import CONTRACT_VERSION, TX_ACK_MAX_BYTES, Topics, encode, envelope, now_ms
 from hal.device import DeviceEvent
 from hal.exc import HalError
 
 __all__ = ["Agent", "HOT_RELOADABLE"]
 
 log = logging.getLogger(__name__)
-
-# Components started after the core (store, peripherals, uplink, health), in
-# this order, and stopped in reverse. Each is "module:Class"; the class is
-# built as Class(agent) and must have ``async start()`` and ``async stop()``.
-# It may have ``prepare()``, called before the broker connection is opened,
-# for state the first birth message must already show (the service mode)
-# and for its simulator controls.
-COMPONENTS: list[str] = ["agent.control.commands:CommandService", "agent.control.remoteconfig:RemoteConfig",
-                         "agent.sessions.engine:SessionEngine"]
 
 SYSTEM = "system"          # owner of the board's own alarms (disk, temperature, supply)
 OUTBOX = "outbox"          # owner of outbox_backlog, disk_low (outbox watermark), publish_refused
@@ -72,11 +68,24 @@ HOT_RELOADABLE = ("health", "logging", "sim", "commands")
 SESSION_POLL_S = 0.25
 
 
+class Companion(Protocol):
+    """Runs beside the components while they run (the simulated citizens of ``sim.sessions_per_minute``)."""
+
+    async def stop(self) -> None: ...
+
+
+# Called once the components are up, with the agent and its session engine: returns a
+# started companion, or None when it has nothing to do. Given by the layer above
+# (``kiosk-agent run`` passes agent.sim.simulate.start_trickle), so runtime imports no sim.
+CompanionFactory = Callable[["Agent", SessionEngine], "Companion | None"]
+
+
 class Agent:
     """One kiosk agent. ``run()`` returns the process exit code."""
 
-    def __init__(self, cfg: Config) -> None:
+    def __init__(self, cfg: Config, *, companions: Sequence[CompanionFactory] = ()) -> None:
         self.cfg = cfg
+        self.companions = tuple(companions)
         self.boot_id = uuid.uuid4().hex
         self.mode = cfg.kiosk.initial_service_mode
         self.topics = Topics(cfg.kiosk.fleet, cfg.kiosk.id)
@@ -94,15 +103,20 @@ class Agent:
         self.journal: Journal | None = None
         self.outbox: Outbox | None = None
         self._watchdog: asyncio.TimerHandle | None = None
-        self.components: dict[str, Any] = {}
+        # The components started after the core, each built with what it uses
+        # (see _start_components); None until started.
+        self.commands: CommandService | None = None
+        self.remote_config: RemoteConfig | None = None
+        self.session_engine: SessionEngine | None = None
         # Called with every DeviceEvent on the loop (the session engine is one).
-        self.event_listeners: list[Any] = []
+        self.event_listeners: list[Callable[[DeviceEvent], None]] = []
+        self._background: set[asyncio.Future[Any]] = set()
         self.exit_code = 0   # restart-agent sets 75 so systemd restarts the service
         self._system_timer: asyncio.TimerHandle | None = None
         self.components_started_ms = 0
         self._new_boot = False          # a simulated reboot: the next start gets a new boot id
         self._restart_wanted = False    # request_restart: restart even if the file needs none
-        self._deferred: asyncio.Task[None] | None = None
+        self._deferred: asyncio.Future[None] | None = None
 
     # -- top level ------------------------------------------------------------
 
@@ -185,10 +199,9 @@ class Agent:
 
     def session_active(self) -> bool:
         """A citizen is being served (or the simulator's session_hook says so)."""
-        engine = self.components.get("SessionEngine")
-        commands = self.components.get("CommandService")
-        return (engine is not None and getattr(engine, "session", None) is not None) \
-            or bool(getattr(commands, "sim_session", False))
+        engine, commands = self.session_engine, self.commands
+        return (engine is not None and engine.session is not None) \
+            or (commands is not None and commands.sim_session)
 
     def request_restart(self, *, new_boot: bool = False, force: bool = False) -> None:
         """Restart the components in-process with the configuration in force (a simulated reboot)."""
@@ -205,7 +218,7 @@ class Agent:
         log.warning("component restart deferred until the citizen session ends")
         notify("STATUS=restart deferred until the citizen session ends")
         if self._deferred is None or self._deferred.done():
-            self._deferred = asyncio.ensure_future(self._restart_after_session())
+            self._deferred = spawn(self._restart_after_session(), name="deferred-restart", keep=self._background)
 
     async def _restart_after_session(self) -> None:
         while self.session_active() and not self._stop.is_set():
@@ -277,6 +290,10 @@ class Agent:
         self.health = HealthReporter(cfg.kiosk.id, cfg.storage.dir, cfg.health.interval_s, self._send_health,
                                      self.peripherals.statuses, self.alarms.codes, lambda: self.mode)
         self.health.agent_info = self._agent_health
+        # Dropped when the components stop: a reload applied before the next start
+        # (_apply_config → set_interval) must not re-arm a stopped reporter, whose
+        # sections read the parts just closed.
+        stack.callback(self._drop_health)
 
         self.uplink = Uplink(cfg.mqtt, will=self._next_will)
         self.uplink.add_connect_listener(self._on_connected)
@@ -287,15 +304,14 @@ class Agent:
         self.outbox = Outbox(self.store, self.uplink, max_inflight=cfg.mqtt.max_inflight,
                              max_bytes=cfg.storage.outbox_max_mb * 2**20,
                              min_free_bytes=cfg.storage.min_free_mb * 2**20, on_alarm=self._outbox_alarm)
-        self.components.update(Journal=self.journal, Outbox=self.outbox)
-        self.uplink.subscribe(self.topics.tx_ack, self.journal.on_tx_ack, max_bytes=TX_ACK_MAX_BYTES)
-        self.health.sections["outbox"] = lambda: {**self.outbox.stats(), "pending": self.outbox.pending_count(),
-                                                  "tx": self.journal.stats()}
-        components = [(spec.rsplit(":", 1)[1], _load_component(spec)(self)) for spec in COMPONENTS]
-        for _name, component in components:
-            prepare = getattr(component, "prepare", None)
-            if prepare is not None:
-                prepare()
+        journal, outbox = self.journal, self.outbox
+        self.uplink.subscribe(self.topics.tx_ack, journal.on_tx_ack, max_bytes=TX_ACK_MAX_BYTES)
+        self.health.sections["outbox"] = lambda: {**outbox.stats(), "pending": outbox.pending_count(),
+                                                  "tx": journal.stats()}
+        components = self._build_components()
+        # Before the broker connection opens: the first birth shows the persisted
+        # service mode, and the simulator controls include the session hook.
+        components[0].prepare()
 
         # The outbox listens for (re)connects, so it starts before the uplink
         # and stops before it: nothing is in flight when the socket closes.
@@ -316,16 +332,40 @@ class Agent:
         self.health.start()
         stack.callback(self.health.stop)
         if cfg.storage.journal_keep_days > 0:
-            pruner = asyncio.create_task(self._prune_journal(cfg.storage.journal_keep_days), name="journal-prune")
+            pruner = spawn(self._prune_journal(cfg.storage.journal_keep_days), name="journal-prune",
+                           keep=self._background)
             stack.callback(pruner.cancel)
 
-        for name, component in components:
+        # Started in this order, stopped in reverse.
+        for component in components:
             await component.start()
             stack.push_async_callback(component.stop)
-            self.components[name] = component
+        self.commands, self.remote_config, self.session_engine = components
+        for make in self.companions:
+            companion = make(self, components[2])
+            if companion is not None:
+                stack.push_async_callback(companion.stop)
 
         if cfg.sim.tx_per_minute > 0:
             await self._start_synthetic_load(stack)
+
+    def _build_components(self) -> tuple[CommandService, RemoteConfig, SessionEngine]:
+        """The components after the core, each given what it uses (and this agent only as its protocols)."""
+        assert self.store is not None and self.uplink is not None and self.peripherals is not None
+        assert self.journal is not None and self.outbox is not None
+        assert self.health is not None and self.alarms is not None
+        cfg, store, uplink, outbox, peripherals = self.cfg, self.store, self.uplink, self.outbox, self.peripherals
+        remote_config = RemoteConfig(self, store=store, uplink=uplink, outbox=outbox, load_key=load_private)
+        commands = CommandService(self, store=store, uplink=uplink, outbox=outbox, health=self.health,
+                                  alarms=self.alarms, devices=peripherals.devices,
+                                  simulated=peripherals.backend.simulated,
+                                  sim_actions=self.simcontrol.actions if self.simcontrol is not None else None,
+                                  remote_config=remote_config)
+        io = DeviceIO(peripherals.devices, journal=self.journal, outbox=outbox, kiosk=cfg.kiosk,
+                      light_tower=peripherals.light_tower)
+        engine = SessionEngine(cfg, io, store=store, topics=self.topics, uplink=uplink, mode=lambda: self.mode,
+                               alarms=self.alarms, health=self.health, device_events=self.event_listeners)
+        return commands, remote_config, engine
 
     async def _start_synthetic_load(self, stack: contextlib.AsyncExitStack) -> None:
         """``sim.tx_per_minute``: synthetic, PII-free transactions through the real journal."""
@@ -353,6 +393,11 @@ class Agent:
             except StoreError as exc:
                 log.warning("journal prune failed (retried in an hour): %s", exc)
             await asyncio.sleep(JOURNAL_PRUNE_S)
+
+    def _drop_health(self) -> None:
+        if self.health is not None:
+            self.health.stop()
+            self.health = None
 
     def _outbox_alarm(self, code: str, active: bool, detail: str) -> None:
         if self.alarms is not None:
@@ -407,14 +452,13 @@ class Agent:
         self._after_first_connect()
 
     def _after_first_connect(self) -> None:
-        """Store upkeep kept off the start-up path; each runs once per store (agent/store/database.py, agent/runtime/alarms.py)."""
+        """Store upkeep kept off the start-up path; each runs once per store (store/database.py, runtime/alarms.py)."""
         assert self.store is not None and self.alarms is not None and self.uplink is not None
         # A damaged file: restarting the components reopens the store, which then checks it
         # on the start-up path (no clean-stop marker), sets it aside, salvages it and raises
         # store_corrupt saying what was kept.
         self.store.check_in_background(lambda _problem: self.request_restart())
-        sweep = asyncio.ensure_future(self.alarms.sweep_retained(self.uplink))
-        sweep.add_done_callback(lambda f: f.cancelled() or f.exception())
+        spawn(self.alarms.sweep_retained(self.uplink), name="alarm-sweep", keep=self._background)
 
     # -- sending --------------------------------------------------------------
 
@@ -440,9 +484,9 @@ class Agent:
             fut = uplink.publish(topic, payload, qos=1, retain=retain)
             fut.add_done_callback(lambda f: f.exception() if not f.cancelled() else None)
 
-    def _send_health(self, payload: dict[str, Any], _reason: str) -> None:
+    def _send_health(self, payload: bytes | dict[str, Any], _reason: str) -> None:
         # Droppable: the outbox keeps only the newest per topic while offline.
-        data = encode(payload)
+        data = payload if isinstance(payload, bytes) else encode(payload)
         if self.outbox is not None:
             try:
                 fut = self.outbox.enqueue_nowait("health", self.topics.health, data, retain=True)
@@ -534,14 +578,9 @@ class Agent:
         ping()
 
 
-def _load_component(spec: str) -> Any:
-    module, _, name = spec.partition(":")
-    return getattr(importlib.import_module(module), name)
-
-
-def run_agent(cfg: Config) -> int:
+def run_agent(cfg: Config, *, companions: Sequence[CompanionFactory] = ()) -> int:
     try:
-        return asyncio.run(Agent(cfg).run())
+        return asyncio.run(Agent(cfg, companions=companions).run())
     except AgentError as exc:
         log.error("%s: %s", exc.code, exc)
         return 1

@@ -15,13 +15,10 @@ mode, where a key nobody provisioned is a key nobody registered.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
-from collections.abc import Callable
 from pathlib import Path
 
-import nacl.bindings
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PrivateKey,
@@ -29,6 +26,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 )
 
 from agent.errors import AgentError
+from agent.store.database import fsync_dir
+from agent.wire.keyid import key_id  # the one key id (records, bundles, logs)
+from agent.wire.signing import fast_signer  # the journal's signer, beside the envelopes'
 
 __all__ = [
     "DEVICE_KEY_NAME",
@@ -51,30 +51,6 @@ class KeyError_(AgentError):
     """The device key cannot be read, is not Ed25519, or is readable by others."""
 
     code = "agent.keys.invalid"
-
-
-def key_id(public: Ed25519PublicKey) -> str:
-    """First 8 bytes of SHA-256 over the raw public key, hex (names the key in records)."""
-    return hashlib.sha256(public.public_bytes_raw()).hexdigest()[:16]
-
-
-def fast_signer(key: Ed25519PrivateKey) -> Callable[[bytes], bytes]:
-    """``sign(message) -> signature`` through libsodium, for the journal's hot path.
-
-    Ed25519 (RFC 8032) is deterministic, so the bytes equal ``key.sign(message)``
-    (a test checks it); libsodium signs in about half of the time OpenSSL
-    takes here, and the journal writer is bound by signing (bench/outbox).
-    Like cryptography, the call runs without the GIL.
-
-        sign = fast_signer(key)
-        assert sign(b"m") == key.sign(b"m")
-    """
-    _public, secret = nacl.bindings.crypto_sign_seed_keypair(key.private_bytes_raw())
-    crypto_sign = nacl.bindings.crypto_sign
-
-    def sign(message: bytes) -> bytes:
-        return crypto_sign(message, secret)[:64]    # libsodium returns signature + message
-    return sign
 
 
 def public_pem(public: Ed25519PublicKey) -> bytes:
@@ -121,11 +97,7 @@ def _write_new(path: Path, key: Ed25519PrivateKey) -> None:
     finally:
         os.close(fd)
     os.replace(tmp, path)
-    dfd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
+    fsync_dir(path.parent)
 
 
 def device_key_path(configured: Path | None, storage_dir: Path) -> Path:

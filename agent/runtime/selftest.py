@@ -22,19 +22,12 @@ from typing import Any, TextIO
 
 from agent.config import Config
 from agent.runtime.peripherals import Peripherals
+from agent.wire.selftest import format_table  # the one definition, shared with kioskctl
 from hal.device import UNKNOWN, SelftestResult
 
 __all__ = ["run_selftest", "format_table"]
 
 SETTLE_S = 5.0
-
-
-def format_table(results: list[SelftestResult]) -> str:
-    width = max([len(r.device) for r in results] + [6])
-    lines = [f"{'device':<{width}}  result  reason"]
-    for r in results:
-        lines.append(f"{r.device:<{width}}  {'pass' if r.passed else 'FAIL':<6}  {r.reason}".rstrip())
-    return "\n".join(lines)
 
 
 async def _selftest(cfg: Config, out: TextIO) -> list[SelftestResult]:

@@ -1,7 +1,7 @@
 # SPDX-License-Identifier: Apache-2.0
 """The citizen session engine: one session at a time, step by step.
 
-A component (``"agent.sessions.engine:SessionEngine"`` in ``agent.runtime.daemon.COMPONENTS``).
+A component, built by the daemon (``Agent.session_engine``) with what it uses.
 Device events (ID card read, scan) and the calls of a kiosk UI drive a
 state machine over the service's steps (:mod:`agent.sessions.catalogue`). Every
 session ends as ``completed``, ``abandoned`` (the citizen cancelled or
@@ -15,7 +15,7 @@ is then wiped, so the next citizen starts clean.
 The UI API is plain async methods (``begin`` rather than ``start``, which
 is the component lifecycle):
 
-    engine = agent.components["SessionEngine"]
+    engine = agent.session_engine
     await engine.begin("pension_record_print")   # SessionError if busy, not in service, ...
     engine.status()          # {"state": "active", "step": "read_id", ...}: never PII
     await engine.set_consent(face=True)
@@ -42,13 +42,17 @@ import inspect
 import logging
 import time
 import uuid
-from typing import Any, Callable
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol
 
-from agent.sessions.catalogue import Catalogue
-from agent.config import ServiceConfig
+from agent.config import Config, ServiceConfig
 from agent.errors import AgentError
+from agent.sessions.catalogue import Catalogue
 from agent.sessions.evidence import EvidenceContent, EvidenceStore, evidence_payload, seal_content
 from agent.sessions.sessionio import DeviceIO, dev_recipient_key, mask_id, mask_reference, s10_waybill
+from agent.store.database import Store
+from agent.tasks import spawn
+from agent.wire.contract import Topics
 from hal.device import DeviceEvent
 
 __all__ = ["SessionEngine", "SessionError", "Busy", "NotInService", "OfflineNotAllowed", "NoSession",
@@ -182,14 +186,47 @@ class Session:
             self.inputs.get_nowait()
 
 
+class Online(Protocol):
+    """Whether the back office is reachable (:class:`agent.uplink.connection.Uplink`)."""
+
+    @property
+    def connected(self) -> bool: ...
+
+
+class AlarmView(Protocol):
+    """The alarms in force, by code (:class:`agent.runtime.alarms.Alarms`)."""
+
+    @property
+    def active(self) -> Mapping[str, object]: ...
+
+
+class HealthSections(Protocol):
+    """Health as the engine reports to it (:class:`agent.runtime.health.HealthReporter`)."""
+
+    sections: dict[str, Callable[[], dict[str, Any]]]
+
+    def publish_now(self, reason: str) -> dict[str, Any]: ...
+
+
+DeviceListener = Callable[[DeviceEvent], None]
+
+
 class SessionEngine:
     """The session component; see the module docstring for the UI API."""
 
-    def __init__(self, agent: Any) -> None:
-        self.agent = agent
-        self.cfg = agent.cfg
-        self.catalogue = Catalogue.from_config(agent.cfg)
-        self.io = DeviceIO(agent)
+    def __init__(self, cfg: Config, io: DeviceIO, *, store: Store, topics: Topics, uplink: Online,
+                 mode: Callable[[], str], alarms: AlarmView | None = None, health: HealthSections | None = None,
+                 device_events: list[DeviceListener] | None = None) -> None:
+        self.cfg = cfg
+        self.catalogue = Catalogue.from_config(cfg)
+        self.io = io
+        self.store = store
+        self.topics = topics
+        self.uplink = uplink
+        self.mode = mode                    # the kiosk's service mode now (a command may change it)
+        self.alarms = alarms
+        self.health = health
+        self.device_events = device_events  # the daemon's fan-out of DeviceEvents
         self.evidence: EvidenceStore | None = None
         self.recipient: bytes | None = None
         self.session: Session | None = None
@@ -198,13 +235,13 @@ class SessionEngine:
         self._runner: asyncio.Task[None] | None = None
         self._idle = asyncio.Event()
         self._idle.set()
-        self._listeners: list[Callable[[dict[str, Any]], None]] = []
+        self._listeners: list[Callable[[dict[str, Any]], Any]] = []     # a UI's may be async
         self._card_left = False       # a card read in the last session may still be on the reader
         self._reminders = 0
         self._reminder: asyncio.TimerHandle | None = None
         self._sweeper: asyncio.TimerHandle | None = None
         self._stopping = False
-        self._trickle: Any = None
+        self._notifying: set[asyncio.Future[Any]] = set()
 
     # -- component lifecycle --------------------------------------------------
 
@@ -213,29 +250,20 @@ class SessionEngine:
         self.recipient = self.cfg.evidence.recipient_public_key or dev_recipient_key(self.cfg)
         if self.recipient is None:
             log.warning("evidence.recipient_public_key is not set: services that read an ID card are refused")
-        assert self.agent.store is not None
-        self.evidence = EvidenceStore(self.agent.store.path, retention_days=self.cfg.evidence.retention_days)
-        listeners = getattr(self.agent, "event_listeners", None)
-        if listeners is None:
-            log.error("Agent.event_listeners is missing: the session engine receives no device events")
+        self.evidence = EvidenceStore(self.store.path, retention_days=self.cfg.evidence.retention_days)
+        if self.device_events is None:
+            log.error("no device events given: the session engine receives none")
         else:
-            listeners.append(self.on_device_event)
-        self._hook_tx_ack()
-        if getattr(self.agent, "health", None) is not None:
-            self.agent.health.sections["sessions"] = self.health_section
+            self.device_events.append(self.on_device_event)
+        # The journal owns the tx/ack subscription and calls its listeners with the acknowledged ids.
+        self.io.journal.add_ack_listener(self.on_tx_ack)
+        if self.health is not None:
+            self.health.sections["sessions"] = self.health_section
         self._sweep()
-        peripherals = self.agent.peripherals
-        if self.cfg.sim.sessions_per_minute > 0 and peripherals is not None and peripherals.backend.simulated:
-            from agent.sim.simulate import Trickle
-            self._trickle = Trickle(self.agent, self, self.cfg.sim.sessions_per_minute)
-            self._trickle.start()
         log.info("session engine ready: %d services%s", len(self.catalogue),
                  " (default catalogue)" if self.catalogue.default else "")
 
     async def stop(self) -> None:
-        if self._trickle is not None:
-            await self._trickle.stop()
-            self._trickle = None
         self._stopping = True
         session = self.session
         if session is not None and session.state is _State.ACTIVE:
@@ -246,7 +274,7 @@ class SessionEngine:
                 await asyncio.wait_for(asyncio.shield(self._runner), 4.0)
             except (asyncio.TimeoutError, Exception):  # noqa: BLE001 - shutdown must go on
                 self._runner.cancel()
-        listeners = getattr(self.agent, "event_listeners", None)
+        listeners = self.device_events
         if listeners is not None and self.on_device_event in listeners:
             listeners.remove(self.on_device_event)
         for timer in (self._reminder, self._sweeper):
@@ -258,11 +286,11 @@ class SessionEngine:
 
     # -- UI API ---------------------------------------------------------------
 
-    def add_listener(self, cb: Callable[[dict[str, Any]], None]) -> None:
+    def add_listener(self, cb: Callable[[dict[str, Any]], Any]) -> None:
         """``cb(event)`` for each step change, end, reminder; events carry no PII."""
         self._listeners.append(cb)
 
-    def remove_listener(self, cb: Callable[[dict[str, Any]], None]) -> None:
+    def remove_listener(self, cb: Callable[[dict[str, Any]], Any]) -> None:
         if cb in self._listeners:
             self._listeners.remove(cb)
 
@@ -286,10 +314,7 @@ class SessionEngine:
         reason = self._kiosk_interrupt()
         if reason is not None:
             raise NotInService(f"not serving citizens: {reason[1]}")
-        if self.io.component("Journal") is None:
-            raise NotInService("no journal: a session could not be recorded")
-        uplink = self.agent.uplink
-        if not service.offline and not (uplink is not None and uplink.connected):
+        if not service.offline and not self.uplink.connected:
             raise OfflineNotAllowed(f"{service.id} needs the back office and the kiosk is offline")
         if self.catalogue.needs(service, "read_id") and self.recipient is None:
             raise SessionError("no evidence.recipient_public_key: ID card services are disabled")
@@ -331,7 +356,7 @@ class SessionEngine:
     def status(self) -> dict[str, Any]:
         """What a UI shows; no PII beyond the masked ID number."""
         session = self.session
-        out: dict[str, Any] = {"state": "idle", "mode": self.agent.mode, "card_left": self._card_left, "last": self.last, "counts": dict(self.counts)}
+        out: dict[str, Any] = {"state": "idle", "mode": self.mode(), "card_left": self._card_left, "last": self.last, "counts": dict(self.counts)}
         if session is not None:
             step = session.steps[session.index] if session.index < len(session.steps) else None
             remaining = None
@@ -382,9 +407,10 @@ class SessionEngine:
             session.inputs.put_nowait(("tick", None))      # wake the step to notice at once
 
     def _kiosk_interrupt(self) -> tuple[str, str] | None:
-        if self.agent.mode != "in_service":
-            return FAILED, str(self.agent.mode)
-        alarms = self.agent.alarms
+        mode = self.mode()
+        if mode != "in_service":
+            return FAILED, mode
+        alarms = self.alarms
         if alarms is not None and "door_open" in alarms.active:
             return FAILED, "door_open"
         return None
@@ -548,7 +574,7 @@ class SessionEngine:
         if completed and self.catalogue.needs(service, "print_receipt"):
             tx["receipt"] = self._receipt_number()
         if completed and service.mail_document:
-            tx["waybill"] = s10_waybill(self.agent.store.bump_counter("waybill"))
+            tx["waybill"] = s10_waybill(self.store.bump_counter("waybill"))
         basis = self._face_basis(session)
         if session.face_jpeg is not None:
             tx["face"] = f"sealed:{basis}" if completed and basis else "erased"
@@ -572,7 +598,7 @@ class SessionEngine:
             try:
                 assert self.evidence is not None
                 self.evidence.put(tx_id, payload)
-                await self.io.enqueue("evidence", self.agent.topics.evidence, payload)
+                await self.io.enqueue("evidence", self.topics.evidence, payload)
             except AgentError as exc:
                 # The transaction is committed and stays completed; only the bundle is at risk.
                 log.error("evidence for tx %s not queued: %s: %s", tx_id, exc.code, exc)
@@ -589,7 +615,7 @@ class SessionEngine:
               "receipt": committed.get("receipt"), "role": session.service.receipt or "secondary", "status": status,
               "code": code, "alarms": list(alarms)}
         try:
-            self.agent.store.bump_counter(f"receipts_{status}")
+            self.store.bump_counter(f"receipts_{status}")
         except AgentError as exc:
             log.error("receipt counter not stored: %s: %s", exc.code, exc)
         try:
@@ -600,32 +626,21 @@ class SessionEngine:
         if status != RECEIPT_PRINTED:
             log.warning("session %s: receipt %s (%s%s)", session.id[:8], status, code,
                         f", {', '.join(alarms)}" if alarms else "")
-            health = getattr(self.agent, "health", None)
-            if health is not None:
-                health.publish_now("change")      # the fleet sees the counter move now, not at the next period
+            if self.health is not None:
+                self.health.publish_now("change")      # the fleet sees the counter move now, not at the next period
 
     def health_section(self) -> dict[str, Any]:
         """Health's ``sessions``: outcomes since start, receipts since the database was created."""
-        store = self.agent.store
-        receipts = {status: store.counter(f"receipts_{status}") if store is not None else 0
+        store = self.store
+        receipts = {status: store.counter(f"receipts_{status}")
                     for status in (RECEIPT_PRINTED, RECEIPT_FAILED, RECEIPT_SKIPPED)}
         return {**self.counts, "receipts": receipts}
 
     def _receipt_number(self) -> str:
-        n = self.agent.store.bump_counter("receipt")
+        n = self.store.bump_counter("receipt")
         return f"{self.cfg.kiosk.id.upper()}-{dt.date.today():%Y%m%d}-{n:06d}"
 
     # -- tx/ack and retention -------------------------------------------------
-
-    def _hook_tx_ack(self) -> None:
-        # The journal owns the tx/ack subscription and calls its listeners
-        # with the acknowledged ids.
-        journal = self.io.component("Journal")
-        register = getattr(journal, "add_ack_listener", None)
-        if callable(register):
-            register(self.on_tx_ack)
-            return
-        log.warning("no tx/ack listener hook found: evidence is deleted only at retention end")
 
     def on_tx_ack(self, ids: list[str]) -> None:
         if self.evidence is not None:
@@ -673,7 +688,7 @@ class SessionEngine:
             try:
                 result = cb(event)
                 if inspect.isawaitable(result):
-                    asyncio.ensure_future(result)
+                    spawn(result, name="session-listener", keep=self._notifying)
             except Exception:  # noqa: BLE001 - a UI bug must not break the session
                 log.exception("session listener failed")
 

@@ -40,23 +40,13 @@ from typing import Any, Iterable
 
 from agent.wire.contract import encode, envelope
 from agent.errors import StoreError
-from agent.wire.sealing import Bundle, seal
+from agent.store.schema import migrate, refuse_newer
+from agent.wire.sealing import CONTENT_FORMAT, Bundle, parse_content, seal  # the content format is wire contract
 
 __all__ = ["EvidenceContent", "EvidenceStore", "CONTENT_FORMAT", "seal_content", "evidence_payload",
            "parse_content"]
 
 log = logging.getLogger(__name__)
-
-CONTENT_FORMAT = "kiosk-evidence-content/1"
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS evidence (
-    tx_id      TEXT PRIMARY KEY,
-    created_ms INTEGER NOT NULL,
-    payload    BLOB NOT NULL
-);
-"""
-
 
 @dataclasses.dataclass
 class EvidenceContent:
@@ -122,17 +112,6 @@ def evidence_payload(kiosk: str, tx_id: str, seq: int | None, service: str, bund
     return encode(envelope(kiosk, **fields))
 
 
-def parse_content(plaintext: bytes) -> dict[str, Any]:
-    """Back-office side: the decrypted JSON, with photos decoded to bytes."""
-    doc: dict[str, Any] = json.loads(plaintext.decode("utf-8"))
-    if doc.get("format") != CONTENT_FORMAT:
-        raise ValueError(f"unknown evidence content format {doc.get('format')!r}")
-    doc["photo_wlt"] = base64.b64decode(doc["photo_wlt"])
-    if doc.get("face_jpeg"):
-        doc["face_jpeg"] = base64.b64decode(doc["face_jpeg"])
-    return doc
-
-
 class EvidenceStore:
     """Sealed bundles on disk until acknowledged or expired.
 
@@ -145,10 +124,18 @@ class EvidenceStore:
         self.retention_s = retention_days * 86_400.0
         try:
             self.conn = sqlite3.connect(db_path, isolation_level=None, check_same_thread=False, timeout=5.0)
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open evidence store {db_path}: {exc}") from exc
+        try:
+            # The file's version first: a newer release's file is left as it is, journal mode included.
+            refuse_newer(self.conn)
             self.conn.execute("PRAGMA journal_mode=WAL")
             self.conn.execute("PRAGMA synchronous=FULL")
-            self.conn.executescript(_SCHEMA)
-        except sqlite3.Error as exc:
+            migrate(self.conn)       # its table is declared with the rest (agent/store/schema.py)
+        except (sqlite3.Error, StoreError) as exc:
+            self.conn.close()
+            if isinstance(exc, StoreError):
+                raise
             raise StoreError(f"cannot open evidence store {db_path}: {exc}") from exc
 
     def put(self, tx_id: str, payload: bytes, *, now: float | None = None) -> None:

@@ -6,7 +6,7 @@ here keeps state of its own.
 
     mask_id("AB0000000000WXYZ")            # "AB**********WXYZ"
     s10_waybill(47312482)                  # "EA473124829CN"
-    io = DeviceIO(agent)
+    io = DeviceIO(peripherals.devices, journal=journal, outbox=outbox, kiosk=cfg.kiosk)
     jpeg = await io.capture_still()        # bytearray, the caller zeroes it
 """
 
@@ -17,17 +17,18 @@ import base64
 import dataclasses
 import datetime as dt
 import enum
-import inspect
 import logging
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol
 
-from agent.config import ServiceConfig
+from agent.config import KioskConfig, ServiceConfig
 from agent.errors import AgentError
-from hal.device import DEGRADED, OK
+from hal.device import DEGRADED, OK, Peripheral
 from hal.protocols.scanner import mask_code
 
 __all__ = ["mask_id", "mask_reference", "s10_waybill", "dev_recipient_key", "CardFields", "DeviceIO",
-           "receipt_lines", "DeviceMissing", "DEV_KEY_NAME", "PrinterProblem"]
+           "receipt_lines", "DeviceMissing", "DEV_KEY_NAME", "PrinterProblem", "SessionJournal", "EvidenceQueue",
+           "Buzzer"]
 
 log = logging.getLogger(__name__)
 
@@ -142,30 +143,56 @@ def _plain(value: Any) -> Any:
     return value
 
 
+class RecordedTx(Protocol):
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def seq(self) -> int: ...
+
+
+class SessionJournal(Protocol):
+    """Where a session's transaction is committed (:class:`agent.store.journal.Journal`)."""
+
+    async def record(self, tx: Mapping[str, Any]) -> RecordedTx: ...
+
+    def add_ack_listener(self, cb: Callable[[list[str]], Any]) -> None: ...
+
+
+class EvidenceQueue(Protocol):
+    """Where sealed evidence is queued durably (:class:`agent.store.outbox.Outbox`)."""
+
+    async def enqueue(self, cls: str, topic: str, payload: bytes, retain: bool = False) -> int: ...
+
+
+class Buzzer(Protocol):
+    """The light tower's buzzer (:class:`hal.gpio.LightTower`)."""
+
+    def buzz(self, on: bool) -> None: ...
+
+
 class DeviceIO:
-    """The engine's edge: peripherals, journal and outbox, looked up on the agent."""
+    """The engine's edge: the peripherals, the journal and the outbox it is given."""
 
     PHOTO_KEYS = ("photo_wlt", "photo", "wlt")
     TYPE_KEYS = ("card_type", "type", "kind")
     NUMBER_KEYS = ("id_number", "number", "card_number")
     CHECK_KEYS = ("check_ok", "check_valid", "checksum_ok", "valid_check")
 
-    def __init__(self, agent: Any) -> None:
-        self.agent = agent
+    def __init__(self, devices: Mapping[str, Peripheral], *, journal: SessionJournal, outbox: EvidenceQueue,
+                 kiosk: KioskConfig, light_tower: Buzzer | None = None) -> None:
+        self.devices = devices
+        self.journal = journal
+        self.outbox = outbox
+        self.kiosk = kiosk
+        self.light_tower = light_tower
 
     def _device(self, name: str) -> Any:
-        peripherals = self.agent.peripherals
-        device = peripherals.devices.get(name) if peripherals is not None else None
+        # Any: each step calls its own driver's methods (capture_still, print_receipt).
+        device = self.devices.get(name)
         if device is None:
             raise DeviceMissing(f"no {name} configured")
         return device
-
-    def component(self, *names: str) -> Any:
-        for name in names:
-            found = getattr(self.agent, name.lower(), None) or self.agent.components.get(name)
-            if found is not None:
-                return found
-        return None
 
     def card_fields(self, record: Any) -> CardFields:
         if dataclasses.is_dataclass(record) and not isinstance(record, type):
@@ -197,8 +224,7 @@ class DeviceIO:
         ``paper_low`` still prints. ``unknown`` (not polled yet) counts as a
         problem: a purpose receipt is only promised when the printer said yes.
         """
-        peripherals = self.agent.peripherals
-        printer = peripherals.devices.get("printer") if peripherals is not None else None
+        printer = self.devices.get("printer")
         if printer is None:
             return PrinterProblem(DeviceMissing.code, (), "no printer configured")
         status = printer.status()
@@ -209,30 +235,19 @@ class DeviceIO:
 
     async def print_receipt(self, service: ServiceConfig, tx: dict[str, Any]) -> None:
         printer = self._device("printer")
-        lines = receipt_lines(self.agent.cfg.kiosk, service, tx)
+        lines = receipt_lines(self.kiosk, service, tx)
         await asyncio.to_thread(printer.print_receipt, lines)
 
     async def journal_record(self, tx: dict[str, Any]) -> dict[str, Any]:
-        journal = self.component("Journal")
-        if journal is None:
-            raise DeviceMissing("no journal component: the transaction cannot be recorded")
-        result = journal.record(tx)
-        if inspect.isawaitable(result):
-            result = await result
-        return {"id": getattr(result, "id"), "seq": getattr(result, "seq", None)}
+        record = await self.journal.record(tx)
+        return {"id": record.id, "seq": record.seq}
 
     async def enqueue(self, cls: str, topic: str, payload: bytes) -> None:
-        outbox = self.component("Outbox")
-        if outbox is None:
-            raise DeviceMissing("no outbox component: evidence kept on disk only")
-        result = outbox.enqueue(cls, topic, payload)
-        if inspect.isawaitable(result):
-            await result
+        await self.outbox.enqueue(cls, topic, payload)
 
     def trigger_scanner(self, on: bool) -> None:
         """Arm (or disarm) a scanner in serial-trigger mode; harmless for one that reads freely."""
-        peripherals = self.agent.peripherals
-        scanner = peripherals.devices.get("scanner") if peripherals is not None else None
+        scanner: Any = self.devices.get("scanner")
         if scanner is None or not callable(getattr(scanner, "trigger", None)):
             return
 
@@ -245,7 +260,7 @@ class DeviceIO:
         asyncio.get_running_loop().run_in_executor(None, send)
 
     def beep(self) -> None:
-        tower = getattr(self.agent.peripherals, "light_tower", None)
+        tower = self.light_tower
         if tower is None:
             return
         def buzz(on: bool) -> None:

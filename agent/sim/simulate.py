@@ -11,7 +11,8 @@ confirm, show a payment code to the scanner, take the receipt, lift the card.
     [##############################] 200/200  completed 200  abandoned 0  failed 0
     200 sessions in 41.2 s (4.9/s): completed 200, abandoned 0, failed 0; outbox drained
 
-    driver = Citizens(agent, engine, rng=random.Random(1))
+    driver = Citizens(engine, simulators=peripherals.simulators, online=lambda: uplink.connected,
+                      rng=random.Random(1))
     await driver.one("pension_record_print")      # -> "completed"
 """
 
@@ -23,17 +24,21 @@ import logging
 import random
 import sys
 import time
-from typing import Any, Callable
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
 
 from agent.config import Config
 from agent.errors import AgentError
 
-__all__ = ["Citizens", "Trickle", "run_simulation", "SimulationError", "CARD_TYPES"]
+if TYPE_CHECKING:
+    from agent.runtime.daemon import Agent
+    from agent.sessions.engine import SessionEngine
+
+__all__ = ["Citizens", "Trickle", "run_simulation", "SimulationError", "CARD_TYPES", "start_trickle"]
 
 log = logging.getLogger(__name__)
 
 CARD_TYPES = ("resident", "gat_permit", "foreign_pr_2017", "foreign_pr_2023")
-_ENGINE = "SessionEngine"
 
 
 class SimulationError(AgentError):
@@ -45,10 +50,11 @@ class SimulationError(AgentError):
 class Citizens:
     """Drives simulated citizens through the real engine and the simulators."""
 
-    def __init__(self, agent: Any, engine: Any, *, rng: random.Random | None = None,
-                 cancel_rate: float = 0.0, step_delay_s: float = 0.0) -> None:
-        self.agent = agent
+    def __init__(self, engine: SessionEngine, *, simulators: Mapping[str, Any], online: Callable[[], bool],
+                 rng: random.Random | None = None, cancel_rate: float = 0.0, step_delay_s: float = 0.0) -> None:
         self.engine = engine
+        self.simulators = simulators
+        self.online = online
         self.rng = rng or random.Random()
         self.cancel_rate = cancel_rate
         self.step_delay_s = step_delay_s
@@ -61,8 +67,7 @@ class Citizens:
         self.engine.remove_listener(self._events.put_nowait)
 
     def _sim(self, name: str) -> Any:
-        sims = self.agent.peripherals.simulators if self.agent.peripherals else {}
-        sim = sims.get(name)
+        sim = self.simulators.get(name)
         if sim is None:
             raise SimulationError(f"no {name} simulator: run with hal.backend = \"sim\" and the device enabled")
         return sim
@@ -71,8 +76,7 @@ class Citizens:
         if only:
             return only
         ids = self.engine.catalogue.ids()
-        uplink = self.agent.uplink
-        if uplink is None or not uplink.connected:     # offline: only what may run offline
+        if not self.online():     # offline: only what may run offline
             ids = [s.id for s in self.engine.catalogue if s.offline] or ids
         return str(ids[self.served % len(ids)])
 
@@ -145,7 +149,7 @@ def payment_code(rng: random.Random) -> tuple[str, str]:
 # -- simulator adapters ------------------------------------------------------------------
 
 def place_card(sim: Any, card_type: str) -> None:
-    from hal.sim.idcard import sample_card   # synthetic holders live with the simulator
+    from hal.sim.idcard import sample_card  # synthetic holders live with the simulator
     sim.place(sample_card(card_type))
 
 
@@ -167,9 +171,12 @@ def scan_code(sim: Any, code: str, _method: str) -> None:
 class Trickle:
     """``sim.sessions_per_minute``: a steady stream of citizens while the agent runs."""
 
-    def __init__(self, agent: Any, engine: Any, per_minute: float) -> None:
-        self.agent = agent
+    def __init__(self, engine: SessionEngine, per_minute: float, *, simulators: Mapping[str, Any],
+                 online: Callable[[], bool], mode: Callable[[], str]) -> None:
         self.engine = engine
+        self.simulators = simulators
+        self.online = online
+        self.mode = mode
         self.interval = 60.0 / per_minute
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
@@ -190,11 +197,12 @@ class Trickle:
         self._task = None
 
     async def _run(self) -> None:
-        citizens = Citizens(self.agent, self.engine, step_delay_s=min(2.0, self.interval / 10))
+        citizens = Citizens(self.engine, simulators=self.simulators, online=self.online,
+                            step_delay_s=min(2.0, self.interval / 10))
         try:
             while not self._stopping:
                 await asyncio.sleep(self.interval * random.uniform(0.5, 1.5))
-                if self.agent.mode != "in_service" or self.engine.session is not None:
+                if self.mode() != "in_service" or self.engine.session is not None:
                     continue
                 try:
                     outcome = await citizens.one()
@@ -240,19 +248,21 @@ async def _wait_for(predicate: Callable[[], Any], timeout: float, interval: floa
     return True
 
 
-def outbox_pending(agent: Any) -> int | None:
-    """Messages the outbox still holds, or None when it cannot tell."""
-    outbox = getattr(agent, "outbox", None) or agent.components.get("Outbox")
-    if outbox is None:
+def start_trickle(agent: Agent, engine: SessionEngine) -> Trickle | None:
+    """The daemon's companion for ``sim.sessions_per_minute`` (sim backend only); None when off."""
+    per_minute = agent.cfg.sim.sessions_per_minute
+    peripherals, uplink = agent.peripherals, agent.uplink
+    if per_minute <= 0 or peripherals is None or uplink is None or not peripherals.backend.simulated:
         return None
-    for name in ("pending_count", "pending", "backlog", "__len__"):
-        fn = getattr(outbox, name, None)
-        if callable(fn):
-            value = fn()
-            return int(value if not isinstance(value, (list, tuple, dict)) else len(value))
-        if isinstance(fn, int):
-            return fn
-    return None
+    trickle = Trickle(engine, per_minute, simulators=peripherals.simulators, online=lambda: uplink.connected,
+                      mode=lambda: agent.mode)
+    trickle.start()
+    return trickle
+
+
+def outbox_pending(agent: Agent) -> int | None:
+    """Messages the outbox still holds, or None when there is no outbox (the agent is not running)."""
+    return agent.outbox.pending_count() if agent.outbox is not None else None
 
 
 async def simulate(cfg: Config, sessions: int, service: str | None = None, *, progress: Any = sys.stderr,
@@ -264,19 +274,22 @@ async def simulate(cfg: Config, sessions: int, service: str | None = None, *, pr
     agent = Agent(cfg)
     runner = asyncio.create_task(agent.run(), name="agent")
     try:
-        if not await _wait_for(lambda: _ENGINE in agent.components or runner.done(), 30):
+        if not await _wait_for(lambda: agent.session_engine is not None or runner.done(), 30):
             raise SimulationError("the agent did not start its session engine")
         if runner.done():
             runner.result()
             raise SimulationError("the agent stopped before the simulation began")
-        engine = agent.components[_ENGINE]
+        engine = agent.session_engine
+        assert engine is not None and agent.peripherals is not None and agent.uplink is not None
+        uplink = agent.uplink
         if service is not None:
             engine.catalogue.get(service)
-        online = agent.uplink is not None and await agent.uplink.wait_connected(connect_timeout)
+        online = await uplink.wait_connected(connect_timeout)
         if not online and progress is not None:
             progress.write(f"broker {cfg.mqtt.host}:{cfg.mqtt.port} not reachable: offline services only, "
                            "the outbox keeps everything for later\n")
-        citizens = Citizens(agent, engine, rng=random.Random(sessions), cancel_rate=cancel_rate)
+        citizens = Citizens(engine, simulators=agent.peripherals.simulators, online=lambda: uplink.connected,
+                            rng=random.Random(sessions), cancel_rate=cancel_rate)
         outcomes = {"completed": 0, "abandoned": 0, "failed": 0}
         refused: dict[str, int] = {}
         started = time.monotonic()

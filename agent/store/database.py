@@ -29,6 +29,11 @@ damage a power cut or a dying card causes -- torn or garbage pages, broken
 b-trees, bad record formats -- is what quick_check reads every page for.
 ``Store.integrity_check()`` runs the full check on demand.
 
+The tables, and the ladder of migrations that brings an older file up to
+date at open, are declared in ``agent/store/schema.py``; a file written by
+a newer release is refused (``StoreTooNew``) and left untouched, never
+treated as corrupt.
+
 What must outlive the database sits beside it in ``continuity.json``
 (:class:`Continuity`): the journal's epoch and last noted seq, and the
 replay guard's high-water (newest accepted command issue time) with the
@@ -62,9 +67,10 @@ from typing import Any
 
 from agent.errors import StoreError, StoreFull
 from agent.store.salvage import SEQ_COUNTER, SalvageReport, salvage
+from agent.store.schema import StoreTooNew, migrate, refuse_newer
 
-__all__ = ["CONTINUITY_NAME", "DB_NAME", "Continuity", "Job", "Store", "Writer", "delete_ids", "get_setting",
-           "insert_rows", "put_setting", "store_error"]
+__all__ = ["CONTINUITY_NAME", "DB_NAME", "Continuity", "Job", "Store", "StoreTooNew", "Writer", "delete_ids",
+           "get_setting", "insert_rows", "put_setting", "store_error"]
 
 log = logging.getLogger(__name__)
 
@@ -78,51 +84,13 @@ CREATED_COUNTER = "store_created_ms"     # wall clock when this database was (re
 ISSUED_COUNTER = "cmd_max_issued_at"     # the newest issue time of an accepted command (replay high-water)
 CLEAN_COUNTER = "clean_stop"             # 1 from a clean close until the next open
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS counters (
-    name  TEXT PRIMARY KEY,
-    value INTEGER NOT NULL
-);
-CREATE TABLE IF NOT EXISTS journal (
-    seq      INTEGER PRIMARY KEY,
-    id       TEXT NOT NULL UNIQUE,
-    ts       INTEGER NOT NULL,
-    hash     TEXT NOT NULL,
-    payload  BLOB NOT NULL,
-    acked_ms INTEGER
-);
-CREATE INDEX IF NOT EXISTS journal_unacked ON journal(seq) WHERE acked_ms IS NULL;
-CREATE INDEX IF NOT EXISTS journal_acked ON journal(acked_ms) WHERE acked_ms IS NOT NULL;
-CREATE TABLE IF NOT EXISTS outbox (
-    id         INTEGER PRIMARY KEY AUTOINCREMENT,
-    cls        TEXT NOT NULL,
-    topic      TEXT NOT NULL,
-    payload    BLOB,
-    ref        INTEGER,
-    retain     INTEGER NOT NULL DEFAULT 0,
-    size       INTEGER NOT NULL,
-    created_ms INTEGER NOT NULL
-);
-CREATE TABLE IF NOT EXISTS nonces (
-    nonce      TEXT PRIMARY KEY,
-    expires_at INTEGER NOT NULL
-);
-CREATE TABLE IF NOT EXISTS alarms (
-    code   TEXT PRIMARY KEY,
-    since  INTEGER NOT NULL,
-    detail TEXT NOT NULL,
-    device TEXT
-);
-CREATE TABLE IF NOT EXISTS agent_settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-"""
-
 SQLITE_FULL = 13
 
 
 def store_error(exc: BaseException, what: str) -> StoreError:
     """Map a sqlite3/OS error to StoreFull (disk full) or StoreError."""
     code = getattr(exc, "sqlite_errorcode", None)
-    if code is not None and code & 0xFF == SQLITE_FULL or "disk is full" in str(exc) \
+    if (code is not None and code & 0xFF == SQLITE_FULL) or "disk is full" in str(exc) \
             or getattr(exc, "errno", None) == 28:
         return StoreFull(f"{what}: disk full ({exc})")
     return StoreError(f"{what}: {exc}")
@@ -184,7 +152,7 @@ class Continuity:
         finally:
             os.close(fd)
         os.replace(tmp, self.path)
-        _fsync_dir(self.path.parent)
+        fsync_dir(self.path.parent)
         self.data = data
 
 
@@ -222,10 +190,18 @@ def _create_private(path: Path) -> None:
         pass
 
 
-def _connect(path: Path, synchronous: str) -> sqlite3.Connection:
+def _connect(path: Path, synchronous: str, *, refuse_newer_schema: bool = False) -> sqlite3.Connection:
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False,
                            timeout=BUSY_TIMEOUT_MS / 1000)
     conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+    if refuse_newer_schema:
+        # Before journal_mode=WAL, which rewrites the header of a file in another mode:
+        # a newer release's file is left byte for byte as it was.
+        try:
+            refuse_newer(conn)
+        except StoreTooNew:
+            conn.close()
+            raise
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute(f"PRAGMA synchronous={synchronous}")
     conn.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")
@@ -268,7 +244,7 @@ class Store:
         recovered: Path | None = None
         checked = False
         try:
-            conn = _connect(path, synchronous)
+            conn = _connect(path, synchronous, refuse_newer_schema=True)
             problem = None
             if check and not _stopped_cleanly(conn):
                 checked = True
@@ -290,10 +266,13 @@ class Store:
                 raise store_error(exc, f"cannot open {path}") from exc
         assert conn is not None
         try:
-            conn.executescript(_SCHEMA)
+            migrate(conn)
         except sqlite3.Error as exc:
             conn.close()
-            raise store_error(exc, f"cannot create the schema in {path}") from exc
+            raise store_error(exc, f"cannot bring the schema of {path} up to date") from exc
+        except StoreTooNew:
+            conn.close()
+            raise
         report: SalvageReport | None = None
         if recovered is not None:
             try:
@@ -476,11 +455,12 @@ def _move_aside(path: Path) -> Path:
         src = Path(f"{path}{suffix}")
         if src.exists():
             os.replace(src, Path(f"{target}{suffix}"))
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
     return target
 
 
-def _fsync_dir(directory: Path) -> None:
+def fsync_dir(directory: Path) -> None:
+    """Make a rename or create in ``directory`` durable (the one copy of this; the agent's files use it)."""
     fd = os.open(directory, os.O_RDONLY)
     try:
         os.fsync(fd)

@@ -6,26 +6,9 @@ disk (fsync of the WAL, ``synchronous=FULL``) together with its outbox row,
 in one transaction: a record is never on disk without being queued for the
 broker, nor queued without being on disk.
 
-**Record** (published on ``tx``, byte for byte as stored)::
-
-    {"data": {...the transaction...}, "epoch": "<32 hex>", "id": "<uuid4 hex>",
-     "kid": "<key id>", "kiosk": "k-0001", "prev": "<64 hex>", "seq": 42,
-     "sig": "<base64>", "ts": 1763890000000, "v": 1}
-
-**Canonical encoding**: JSON, keys sorted at every depth, separators ``,``
-and ``:``, no whitespace, non-ASCII as UTF-8 (not escaped), NaN/Infinity
-refused. The payload is the canonical encoding of the whole record; a
-verifier re-encodes and refuses a payload that differs.
-
-**Signature**: Ed25519 by the device key over ``b"kiosk-agent/v1/tx\\n"``
-followed by the canonical encoding of the record *without* ``sig``;
-``kid`` = first 8 bytes of SHA-256 of the raw public key, hex.
-
-**Chain**: ``hash(record)`` = SHA-256 of the payload bytes, hex. ``seq``
-starts at 1 and grows by exactly 1; ``prev`` of record n is the hash of
-record n-1; ``prev`` of seq 1 is 64 zeros (``GENESIS``). Because ``prev``
-covers the signed payload, changing, dropping or reordering any record
-breaks every later link, and ``verify_chain`` names the first break.
+**Record**, canonical encoding (RFC 8785), signature and chain: see
+:mod:`agent.wire.txformat`, the contract ``kioskctl verify`` and the back office
+check against; this module builds records with its ``build_record``.
 
 **Epoch**: 128 random bits (hex), made with the journal and kept with it
 (``agent_settings``) and beside it (``continuity.json``). ``(epoch, seq)``
@@ -39,16 +22,13 @@ again with new ids. ``verify_epochs`` checks a stream epoch by epoch.
     journal = Journal(store, key, "k-0001", fleet="north")
     rec = await journal.record({"service": "pension-print", "outcome": "completed"})
     rec.id, rec.seq, rec.payload          # on disk now
-    verify_chain([rec.payload], key.public_key()).ok
+    verify_chain([rec.payload], key.public_key()).ok     # agent.wire.txformat
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import dataclasses
-import functools
-import hashlib
 import json
 import logging
 import os
@@ -58,18 +38,29 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import (
-    Ed25519PrivateKey,
-    Ed25519PublicKey,
-)
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from agent.wire.contract import CONTRACT_VERSION, Topics, loads_strict
 from agent.errors import AgentError
-from agent.runtime.keys import fast_signer, key_id
-from agent.store.salvage import REQUEUE_COUNTER, SEQ_COUNTER
-from agent.wire.signing import KIND_ACK, verify
 from agent.store.database import Job, Store, get_setting, insert_rows, store_error
+from agent.store.salvage import REQUEUE_COUNTER, SEQ_COUNTER
+from agent.wire.canonical import canonical
+from agent.wire.contract import Topics
+from agent.wire.keyid import key_id
+from agent.wire.signing import fast_signer
+from agent.wire.txformat import (  # the record format, re-exported for the agent's own callers
+    GENESIS,
+    SIGN_TAG,
+    ChainReport,
+    EpochReport,
+    ack_document,
+    build_record,
+    parse_ack,
+    record_hash,
+    verify_ack,
+    verify_chain,
+    verify_epochs,
+    verify_record,
+)
 
 __all__ = [
     "GENESIS",
@@ -79,10 +70,12 @@ __all__ = [
     "Journal",
     "JournalError",
     "JournalRecord",
+    "ack_document",
     "canonical",
     "parse_ack",
     "record_hash",
     "synthetic_load",
+    "verify_ack",
     "verify_chain",
     "verify_epochs",
     "verify_record",
@@ -90,9 +83,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-GENESIS = "0" * 64
-SIGN_TAG = b"kiosk-agent/v1/tx\n"
-MAX_ACK_IDS = 10_000
 PRUNE_BATCH = 5_000     # rows per delete: keeps each commit short on an SD card
 EPOCH_SETTING = "journal_epoch"
 NOTE_SEQ_EVERY_S = 60.0     # how stale continuity.json's last_seq may be after a crash
@@ -102,16 +92,6 @@ class JournalError(AgentError):
     """A transaction that cannot be journalled (not JSON-encodable)."""
 
     code = "agent.journal.invalid"
-
-
-def canonical(obj: Any) -> bytes:
-    """The canonical encoding (see the module docstring)."""
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
-                      allow_nan=False).encode("utf-8")
-
-
-def record_hash(payload: bytes) -> str:
-    return hashlib.sha256(payload).hexdigest()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -131,156 +111,10 @@ class JournalRecord:
         return result
 
 
-@functools.lru_cache(maxsize=8)
-def _json_string(text: str) -> str:
-    """The kiosk id JSON-escaped (it never changes; encoded once, not per record)."""
-    return json.dumps(text, ensure_ascii=False)
-
-
 def _sign_record(sign: Callable[[bytes], bytes], kid: str, kiosk: str, epoch: str, seq: int, prev: str,
                  data: bytes, record_id: str, ts: int) -> JournalRecord:
-    """Build the canonical bytes directly (hot path): ``data`` is already canonical.
-
-    Keys in canonical order: data, epoch, id, kid, kiosk, prev, seq, sig, ts,
-    v; the values are hex strings, integers and the kiosk id (JSON-escaped),
-    so splicing is exactly ``canonical()`` -- a test checks it.
-    """
-    head = b'{"data":' + data + (',"epoch":"%s","id":"%s","kid":"%s","kiosk":%s,"prev":"%s","seq":%d' % (
-        epoch, record_id, kid, _json_string(kiosk), prev, seq)).encode("utf-8")
-    tail = b',"ts":%d,"v":%d}' % (ts, CONTRACT_VERSION)
-    sig = base64.b64encode(sign(SIGN_TAG + head + tail))
-    payload = head + b',"sig":"' + sig + b'"' + tail
+    payload = build_record(sign, kid, kiosk, epoch, seq, prev, data, record_id, ts)
     return JournalRecord(record_id, seq, prev, record_hash(payload), ts, payload)
-
-
-def verify_record(payload: bytes, public_key: Ed25519PublicKey | Mapping[str, Ed25519PublicKey]) -> dict[str, Any]:
-    """Decode and check one payload: canonical form and signature.
-
-    Returns the record; raises ValueError naming what is wrong.
-    """
-    try:
-        rec = loads_strict(payload)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ValueError(f"not JSON: {exc}") from None
-    if not isinstance(rec, dict) or not isinstance(rec.get("sig"), str):
-        raise ValueError("not a signed record")
-    if canonical(rec) != payload:
-        raise ValueError("payload is not in canonical form")
-    key = public_key.get(rec.get("kid", "")) if isinstance(public_key, Mapping) else public_key
-    if key is None:
-        raise ValueError(f"unknown key id {rec.get('kid')!r}")
-    body = {k: v for k, v in rec.items() if k != "sig"}
-    try:
-        key.verify(base64.b64decode(rec["sig"], validate=True), SIGN_TAG + canonical(body))
-    except (InvalidSignature, ValueError):
-        raise ValueError("bad signature") from None
-    return body
-
-
-@dataclasses.dataclass
-class ChainReport:
-    """Outcome of :func:`verify_chain`; ``break_at`` is the index of the first bad record."""
-
-    ok: bool
-    count: int
-    last_seq: int | None = None
-    last_hash: str | None = None
-    break_at: int | None = None
-    break_seq: int | None = None
-    reason: str = ""
-
-    def __str__(self) -> str:
-        if self.ok:
-            return f"ok: {self.count} records, last seq {self.last_seq}"
-        return f"BROKEN at record #{self.break_at} (seq {self.break_seq}): {self.reason}"
-
-
-def verify_chain(records: Iterable[bytes], public_key: Ed25519PublicKey | Mapping[str, Ed25519PublicKey],
-                 *, prev: str | None = None, first_seq: int | None = None) -> ChainReport:
-    """Check payloads in seq order: form, signature, gapless seq, prev links.
-
-    The first record must have seq 1 and prev GENESIS unless ``prev`` (the
-    hash the chain continues from) or ``first_seq`` say otherwise, so a
-    verifier holding only a tail still checks it.
-
-        report = verify_chain(payloads, device_public_key)
-        print(report)        # "BROKEN at record #17 (seq 18): prev does not match"
-    """
-    count = 0
-    last_seq: int | None = None
-    last_hash = prev
-    for index, payload in enumerate(records):
-        seq: int | None = None
-        try:
-            rec = verify_record(payload, public_key)
-            seq = rec.get("seq")
-            if not isinstance(seq, int) or isinstance(seq, bool):
-                raise ValueError("seq is not an integer")
-            if last_seq is None:
-                expected_seq = first_seq if first_seq is not None else (None if prev is not None else 1)
-                if expected_seq is not None and seq != expected_seq:
-                    raise ValueError(f"seq {seq}, expected {expected_seq}")
-                expected_prev = prev if prev is not None else (GENESIS if seq == 1 else None)
-            else:
-                if seq != last_seq + 1:
-                    raise ValueError(f"seq {seq} after {last_seq} (gap or reorder)")
-                expected_prev = last_hash
-            if expected_prev is not None and rec.get("prev") != expected_prev:
-                raise ValueError("prev does not match the hash of the previous record")
-        except ValueError as exc:
-            return ChainReport(False, count, last_seq, last_hash, index, seq, str(exc))
-        count += 1
-        last_seq = seq
-        last_hash = record_hash(payload)
-    return ChainReport(True, count, last_seq, last_hash)
-
-
-@dataclasses.dataclass
-class EpochReport:
-    """One epoch of a stream (:func:`verify_epochs`): its chain and, if it says so, what it followed."""
-
-    epoch: str | None                  # None: records from before epochs existed
-    indexes: list[int]                 # positions of its records in the stream
-    chain: ChainReport
-    start: dict[str, Any] | None = None     # data of its opening "epoch" record (after a lost store)
-
-    @property
-    def break_index(self) -> int | None:
-        """Position in the stream of the first bad record."""
-        at = self.chain.break_at
-        return None if at is None else self.indexes[min(at, len(self.indexes) - 1)]
-
-
-def verify_epochs(records: Iterable[bytes], public_key: Ed25519PublicKey | Mapping[str, Ed25519PublicKey],
-                  *, prev: str | None = None, first_seq: int | None = None) -> list[EpochReport]:
-    """:func:`verify_chain` per epoch, in the order epochs first appear.
-
-    Each epoch's records must be in seq order. The first epoch may be a
-    tail (``prev`` / ``first_seq``); a later one must start at seq 1, where
-    a journal started after a lost store says so in its first record.
-    """
-    groups: dict[str | None, list[tuple[int, bytes]]] = {}
-    for index, payload in enumerate(records):
-        try:
-            epoch = json.loads(payload).get("epoch")
-        except (ValueError, AttributeError):
-            epoch = next(reversed(groups), None)      # unreadable: its neighbours' chain names it
-        groups.setdefault(epoch if isinstance(epoch, str) else None, []).append((index, payload))
-    out = []
-    for number, (epoch, items) in enumerate(groups.items()):
-        payloads = [p for _i, p in items]
-        first = number == 0
-        chain = verify_chain(payloads, public_key, prev=prev if first else None,
-                             first_seq=first_seq if first else None)
-        start = None
-        try:
-            data = json.loads(payloads[0]).get("data")
-            if isinstance(data, dict) and data.get("type") == "epoch":
-                start = data
-        except (ValueError, AttributeError):
-            pass
-        out.append(EpochReport(epoch, [i for i, _p in items], chain, start))
-    return out
 
 
 class _RecordJob(Job):
@@ -367,37 +201,6 @@ class _PruneJob(Job):
             "WHERE acked_ms < ? AND seq < ? AND seq NOT IN (SELECT ref FROM outbox WHERE cls = 'tx') "
             "ORDER BY acked_ms LIMIT ?)", (self.before_ms, self.journal.head_seq, PRUNE_BATCH))
         return int(cur.rowcount)
-
-
-def ack_document(kiosk: str, ids: list[str], *, ts_ms: int | None = None) -> dict[str, Any]:
-    """An unsigned ``tx/ack`` body; ``signing.sign(doc, key_id, key, KIND_ACK)`` signs it."""
-    return {"v": 1, "ts": int(time.time() * 1000) if ts_ms is None else ts_ms, "kiosk": kiosk, "ids": ids}
-
-
-def verify_ack(payload: bytes, kiosk: str, keys: Iterable[bytes]) -> list[str]:
-    """The ids of a ``tx/ack`` signed by one of ``keys`` for ``kiosk``; ValueError naming what is wrong."""
-    doc = loads_strict(payload)     # signed: a duplicate key could read differently elsewhere
-    ids = _ack_ids(doc)
-    if "sig" not in doc:
-        raise ValueError("unsigned; this kiosk trusts only acks signed with evidence.ack_public_keys")
-    if doc.get("kiosk") != kiosk:
-        raise ValueError(f"signed for kiosk {doc.get('kiosk')!r}, not {kiosk!r}")
-    if not any(verify(doc, key, KIND_ACK) for key in keys):
-        raise ValueError(f"signature (key_id {doc.get('key_id')!r}) does not verify with evidence.ack_public_keys")
-    return ids
-
-
-def parse_ack(payload: bytes) -> list[str]:
-    """The ids of a ``tx/ack`` payload (``{"v":1,"ts":...,"ids":[...]}``); ValueError if malformed."""
-    return _ack_ids(loads_strict(payload))
-
-
-def _ack_ids(doc: Any) -> list[str]:
-    ids = doc.get("ids") if isinstance(doc, dict) else None
-    if not isinstance(ids, list) or len(ids) > MAX_ACK_IDS or \
-            not all(isinstance(i, str) and 0 < len(i) <= 128 for i in ids):
-        raise ValueError("tx/ack needs 'ids': a list of up to 10,000 id strings")
-    return ids
 
 
 class Journal:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import time
-from functools import lru_cache
+from functools import cache, lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -146,7 +146,7 @@ def decode(data: bytes) -> Any:
     return loads_strict(data)
 
 
-@lru_cache(maxsize=None)
+@cache
 def schema(name: str) -> dict[str, Any]:
     """The JSON Schema of payload ``name`` (file ``agent/wire/schemas/<name>.json``)."""
     result: dict[str, Any] = json.loads((SCHEMA_DIR / f"{name}.json").read_text(encoding="utf-8"))

@@ -32,7 +32,8 @@ exchange (no key-reuse across recipients). The associated data is exactly the
 transaction id, UTF-8: a bundle moved to another transaction fails to open.
 A fresh ephemeral key per bundle means the nonce never repeats under a key.
 
-The plaintext is opaque here; ``agent.sessions.evidence`` defines its JSON content.
+The plaintext is UTF-8 JSON in format ``CONTENT_FORMAT`` (``agent.sessions.evidence``
+builds it; :func:`parse_content` reads it on the back-office side).
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ from __future__ import annotations
 import base64
 import binascii
 import dataclasses
-import hashlib
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -52,11 +53,14 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from agent.errors import AgentError
+from agent.wire.keyid import key_id
 
-__all__ = ["FORMAT", "ALG", "INFO", "Bundle", "SealingError", "seal", "open_bundle", "key_id",
+__all__ = ["FORMAT", "ALG", "INFO", "CONTENT_FORMAT", "parse_content",
+           "Bundle", "SealingError", "seal", "open_bundle", "key_id",
            "load_private_key", "save_private_key", "public_key_b64", "X25519PrivateKey"]
 
 FORMAT = "kiosk-evidence/1"
+CONTENT_FORMAT = "kiosk-evidence-content/1"      # the plaintext inside (agent.sessions.evidence)
 ALG = "X25519-HKDF-SHA256-AES-256-GCM"
 INFO = b"kiosk-agent evidence v1"
 _SALT_LEN = 32
@@ -88,7 +92,7 @@ class Bundle:
                 "salt": b64(self.salt), "nonce": b64(self.nonce), "ct": b64(self.ct)}
 
     @classmethod
-    def from_dict(cls, data: Any) -> "Bundle":
+    def from_dict(cls, data: Any) -> Bundle:
         """Parse and check lengths; SealingError on anything malformed."""
         if not isinstance(data, dict):
             raise SealingError("bundle is not a JSON object")
@@ -115,11 +119,6 @@ def _unb64(value: Any) -> bytes:
         return base64.b64decode(value, validate=True)
     except (binascii.Error, ValueError):
         raise SealingError("bundle field is not valid base64") from None
-
-
-def key_id(public_key: bytes) -> str:
-    """Short, stable id of a recipient public key: ``key_id(pub) -> "3f2a..."`` (16 hex)."""
-    return hashlib.sha256(public_key).hexdigest()[:16]
 
 
 def _derive(shared: bytes, salt: bytes, epk: bytes, recipient: bytes) -> bytes:
@@ -153,6 +152,17 @@ def open_bundle(private_key: X25519PrivateKey, bundle: Bundle, tx_id: str) -> by
         return AESGCM(key).decrypt(bundle.nonce, bundle.ct, tx_id.encode("utf-8"))
     except (InvalidTag, ValueError):
         raise SealingError(f"bundle for {tx_id} does not open: wrong transaction id, key or tampered") from None
+
+
+def parse_content(plaintext: bytes) -> dict[str, Any]:
+    """Back-office side: the decrypted JSON, with photos decoded to bytes."""
+    doc: dict[str, Any] = json.loads(plaintext.decode("utf-8"))
+    if doc.get("format") != CONTENT_FORMAT:
+        raise ValueError(f"unknown evidence content format {doc.get('format')!r}")
+    doc["photo_wlt"] = base64.b64decode(doc["photo_wlt"])
+    if doc.get("face_jpeg"):
+        doc["face_jpeg"] = base64.b64decode(doc["face_jpeg"])
+    return doc
 
 
 # -- back-office key files -------------------------------------------------------

@@ -12,10 +12,11 @@ with it, so the canonical encoding exists exactly once.
 Canonical encoding (what the signature covers), precisely:
 
 1. the envelope as a JSON object, **without** its ``sig`` member (every other
-   member, ``key_id`` included, is covered);
-2. serialised as JSON with keys sorted by code point at every depth, no
-   whitespace (separators ``,`` and ``:``), non-ASCII characters as UTF-8
-   (not ``\\u`` escapes), no NaN or Infinity; encoded as UTF-8;
+   member, ``key_id`` and ``canon`` included, is covered);
+2. serialised per RFC 8785 (JCS, :mod:`agent.wire.canonical`), which
+   :func:`sign` announces with ``"canon": "jcs"``; an envelope without that
+   marker was signed before JCS and verifies in the legacy form (CPython's
+   ``json.dumps``, keys sorted, compact, UTF-8);
 3. prefixed with a domain tag and a newline: ``kiosk-agent/v1/cmd\\n`` for a
    command, ``kiosk-agent/v1/config\\n`` for a desired configuration,
    ``kiosk-agent/v1/tx-ack\\n`` for a back-office acknowledgement, so one can
@@ -28,9 +29,7 @@ time window, command name, role and arguments in a fixed order and raises
 argument checks before sending.
 
 ``sig`` is the 64-byte Ed25519 signature in standard base64 with padding.
-Numbers should be integers (times are epoch milliseconds): a float's text
-form differs between JSON libraries, so a non-Python signer must reproduce
-Python's ``repr`` of it.
+Integers must lie within ±(2^53-1) (JCS numbers are IEEE doubles).
 """
 
 from __future__ import annotations
@@ -38,10 +37,10 @@ from __future__ import annotations
 import base64
 import binascii
 import dataclasses
-import json
 import secrets
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
@@ -51,10 +50,12 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 )
 
 from agent.config import MODES, CommandsConfig, OperatorKey
-from agent.wire.contract import loads_strict
 from agent.errors import AgentError
+from agent.wire.canonical import CANON, CANON_FIELD, CanonicalError, signed_form
+from agent.wire.contract import loads_strict
 
-__all__ = ["KIND_CMD", "KIND_CONFIG", "KIND_ACK", "DOMAINS", "SigningError", "canonical", "signing_input", "sign",
+__all__ = ["KIND_CMD", "KIND_CONFIG", "KIND_ACK", "DOMAINS", "SigningError", "fast_signer", "signed_form",
+           "signing_input", "sign",
            "verify", "decode_sig", "public_raw", "public_b64", "new_nonce", "command_envelope",
            "config_envelope", "ENVELOPE_VERSION", "MAX_LIFETIME_MS", "CommandRefused", "Verified", "Spec",
            "SPECS", "ROLE_COMMANDS", "verify_signed", "verify_command", "expected"]
@@ -77,33 +78,45 @@ class SigningError(AgentError):
     code = "cmd.malformed"
 
 
-def canonical(doc: dict[str, Any]) -> bytes:
-    """The bytes covered by the signature, before the domain tag.
-
-    >>> canonical({"b": 1, "a": "é", "sig": "x"})
-    b'{"a":"\\xc3\\xa9","b":1}'
-    """
-    body = {k: v for k, v in doc.items() if k != "sig"}
-    try:
-        text = json.dumps(body, separators=(",", ":"), sort_keys=True, ensure_ascii=False, allow_nan=False)
-    except (TypeError, ValueError) as exc:
-        raise SigningError(f"not canonically encodable: {exc}") from exc
-    try:
-        return text.encode("utf-8")
-    except UnicodeEncodeError as exc:   # lone surrogates from a hostile \ud800 escape
-        raise SigningError(f"not valid UTF-8: {exc}") from exc
-
-
 def signing_input(doc: dict[str, Any], kind: str) -> bytes:
-    return DOMAINS[kind] + canonical(doc)
+    """Domain tag + ``doc`` without ``sig`` in the form its ``canon`` marker names.
+
+    >>> signing_input({"b": 1.0, "a": "é", "canon": "jcs", "sig": "x"}, KIND_CMD)
+    b'kiosk-agent/v1/cmd\\n{"a":"\\xc3\\xa9","b":1,"canon":"jcs"}'
+    """
+    try:
+        return DOMAINS[kind] + signed_form(doc)
+    except CanonicalError as exc:
+        raise SigningError(str(exc)) from exc
 
 
 def sign(doc: dict[str, Any], key_id: str, key: Ed25519PrivateKey, kind: str) -> dict[str, Any]:
-    """Set ``key_id`` and ``sig`` on ``doc`` (in place) and return it."""
+    """Set ``key_id``, ``canon`` (JCS) and ``sig`` on ``doc`` (in place) and return it."""
     doc["key_id"] = key_id
+    doc[CANON_FIELD] = CANON
     doc.pop("sig", None)
     doc["sig"] = base64.b64encode(key.sign(signing_input(doc, kind))).decode("ascii")
     return doc
+
+
+def fast_signer(key: Ed25519PrivateKey) -> Callable[[bytes], bytes]:
+    """``sign(message) -> signature`` through libsodium, for the journal's hot path.
+
+    Ed25519 (RFC 8032) is deterministic, so the bytes equal ``key.sign(message)``
+    (a test checks it); libsodium signs in about half of the time OpenSSL
+    takes here, and the journal writer is bound by signing (bench/outbox).
+    Like cryptography, the call runs without the GIL.
+
+        sign = fast_signer(key)
+        assert sign(b"m") == key.sign(b"m")
+    """
+    import nacl.bindings  # only the kiosk's journal signs this way; kioskctl never loads libsodium
+    _public, secret = nacl.bindings.crypto_sign_seed_keypair(key.private_bytes_raw())
+    crypto_sign = nacl.bindings.crypto_sign
+
+    def sign(message: bytes) -> bytes:
+        return crypto_sign(message, secret)[:64]    # libsodium returns signature + message
+    return sign
 
 
 def decode_sig(value: Any) -> bytes | None:
@@ -289,7 +302,10 @@ def verify_signed(raw: bytes, kind: str, cfg: CommandsConfig, *, fleet: str, kio
             raise CommandRefused("cmd.malformed", f"field {name!r} missing or invalid")
     if "expires_at" in doc and not _is_ms(doc["expires_at"]):
         raise CommandRefused("cmd.malformed", "field 'expires_at' invalid")
-    extra = set(doc) - set(checks) - {"expires_at"}
+    # No marker: signed before JCS, verified in the legacy form (agent.wire.canonical).
+    if CANON_FIELD in doc and doc[CANON_FIELD] != CANON:
+        raise CommandRefused("cmd.malformed", f"field {CANON_FIELD!r} invalid")
+    extra = set(doc) - set(checks) - {"expires_at", CANON_FIELD}
     if extra:
         raise CommandRefused("cmd.malformed", f"unknown fields: {', '.join(sorted(map(str, extra)))[:100]}")
     operator = next((op for op in cfg.operators if op.id == doc["key_id"]), None)

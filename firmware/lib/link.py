@@ -321,7 +321,7 @@ def loads(payload):
     except (ValueError, TypeError, RuntimeError, MemoryError):
         # ValueError covers UnicodeDecodeError; RuntimeError covers
         # CPython's RecursionError on deeply nested input.
-        raise PayloadError("payload is not JSON")
+        raise PayloadError("payload is not JSON") from None
     if not isinstance(obj, dict):
         raise PayloadError("payload is not a JSON object")
     return obj

@@ -195,7 +195,7 @@ class PrinterStatus:
 
     def replies(self) -> dict[int, int]:
         """The bytes a printer in this state answers (simulator side)."""
-        out = {n: 0x12 for n in (1, 2, 3, 4)}
+        out = dict.fromkeys((1, 2, 3, 4), 0x12)
         for flag, (n, mask) in _FLAGS.items():
             if getattr(self, flag):
                 out[n] |= mask

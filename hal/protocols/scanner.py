@@ -107,7 +107,7 @@ def decode_line(raw: bytes) -> str:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
         raise ScannerProtocolError("read is not UTF-8 text") from None
-    if any(ord(c) < 0x20 and c != "\t" or ord(c) == 0x7F for c in text):
+    if any((ord(c) < 0x20 and c != "\t") or ord(c) == 0x7F for c in text):
         raise ScannerProtocolError("control characters in a read")
     return text
 

@@ -23,7 +23,8 @@ from kiosktest import wait_until
 from agent.config import CommandsConfig, OperatorKey
 from agent.wire.signing import CommandRefused, public_raw, verify_command
 
-json_values = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+json_values = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False)
+                           | st.text(max_size=20),
                            lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner,
                                                                                         max_size=4), max_leaves=12)
 FIELDS = ["v", "name", "args", "fleet", "kiosk", "issued_at", "expires_at", "nonce", "key_id", "sig"]

@@ -28,7 +28,7 @@ def test_ping_health_selftest(shared: Any) -> None:
     corr = selftest["correlation"]
     progress = [m.data for m in shared.results.matching("/cmd/selftest/result",
                                                         lambda d: d.get("correlation") == corr)]
-    assert [p["status"] for p in progress][0] == "accepted"
+    assert progress[0]["status"] == "accepted"
     assert any(p["status"] == "in_progress" and "progress" in p for p in progress)
 
 

@@ -57,7 +57,9 @@ def test_terminal_result_survives_restart_through_the_outbox(broker: DevBroker, 
     async def offline_then_restart() -> None:
         agent = Agent(cfg)
         await _stack(agent, connect=False)           # offline: the uplink never connects
-        await ResultSender(agent).send(topic, payload, terminal=True, correlation=corr)   # durable on return
+        assert agent.uplink is not None
+        await ResultSender(agent.uplink, agent.outbox).send(topic, payload, terminal=True,
+                                                            correlation=corr)   # durable on return
         await _teardown(agent, connected=False)
         agent = Agent(cfg)                           # a new process's worth of objects
         await _stack(agent, connect=True)

@@ -10,7 +10,8 @@ counter, and change nothing: the light tower stays green.
 from __future__ import annotations
 
 import json
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 from cmdkit import KIOSK, Keys, audit_rows, by_corr

@@ -14,12 +14,10 @@ from cmdkit import Keys, Sender, by_corr
 from kiosktest import Subscriber
 
 from agent.config import load_config
-from agent.runtime.daemon import COMPONENTS, Agent
+from agent.runtime.daemon import Agent
 from agent.sim.devbroker import DevBroker
 from agent.sim.devrun import write_sim_config
 
-pytestmark = pytest.mark.skipif("agent.sessions.engine:SessionEngine" not in COMPONENTS,
-                                reason="the session engine is not wired into the daemon")
 
 
 async def _until(predicate: object, timeout: float, what: str) -> None:
@@ -53,9 +51,10 @@ def test_maintenance_refuses_citizens_and_reboot_waits_for_the_session(
         agent = Agent(cfg)
         run = asyncio.create_task(agent.run())
         try:
-            await _until(lambda: "SessionEngine" in agent.components and agent.uplink is not None
+            await _until(lambda: agent.session_engine is not None and agent.uplink is not None
                          and agent.uplink.connected, 60, "the agent up and connected")
-            engine = agent.components["SessionEngine"]
+            engine = agent.session_engine
+            assert engine is not None
             service = engine.services()[0]["id"]
 
             await loop.run_in_executor(None, command, "set-mode", {"mode": "maintenance"})

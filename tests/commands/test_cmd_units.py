@@ -24,10 +24,10 @@ from agent.wire.signing import (
     DOMAINS,
     KIND_CMD,
     KIND_CONFIG,
-    canonical,
     command_envelope,
     public_raw,
     sign,
+    signed_form,
     signing_input,
     verify,
 )
@@ -37,8 +37,8 @@ from fleet.keys import KeyError_, init_key, load_key
 
 def test_canonical_encoding_is_exactly_specified() -> None:
     doc = {"z": 1, "a": {"y": [1, "é"], "b": True}, "sig": "ignored", "n": None}
-    assert canonical(doc) == '{"a":{"b":true,"y":[1,"é"]},"n":null,"z":1}'.encode()
-    assert signing_input(doc, KIND_CMD) == b"kiosk-agent/v1/cmd\n" + canonical(doc)
+    assert signed_form(doc) == '{"a":{"b":true,"y":[1,"é"]},"n":null,"z":1}'.encode()
+    assert signing_input(doc, KIND_CMD) == b"kiosk-agent/v1/cmd\n" + signed_form(doc)
     assert DOMAINS[KIND_CONFIG] == b"kiosk-agent/v1/config\n"
 
 

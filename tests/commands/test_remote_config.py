@@ -23,8 +23,8 @@ from cmdkit import (
 )
 from kiosktest import AgentProcess, Subscriber
 
-from agent.wire.contract import Topics
 from agent.sim.devbroker import DevBroker
+from agent.wire.contract import Topics
 
 DESIRED = Topics(FLEET, KIOSK).config_desired
 

@@ -20,12 +20,10 @@ from kiosktest import Subscriber
 from test_remote_config import DESIRED
 
 from agent.config import load_config
-from agent.runtime.daemon import COMPONENTS, Agent
+from agent.runtime.daemon import Agent
 from agent.sim.devbroker import DevBroker
 from agent.sim.devrun import write_sim_config
 
-pytestmark = pytest.mark.skipif("agent.sessions.engine:SessionEngine" not in COMPONENTS,
-                                reason="the session engine is not wired into the daemon")
 
 
 async def _until(predicate: Any, timeout: float, what: str) -> None:
@@ -55,9 +53,10 @@ def test_reload_waits_for_the_citizen_session(broker: DevBroker, subscriber: Sub
         agent = Agent(load_config(config))
         run = asyncio.create_task(agent.run())
         try:
-            await _until(lambda: "SessionEngine" in agent.components and agent.uplink is not None
+            await _until(lambda: agent.session_engine is not None and agent.uplink is not None
                          and agent.uplink.connected, 60, "the agent up and connected")
-            engine = agent.components["SessionEngine"]
+            engine = agent.session_engine
+            assert engine is not None
             events: list[dict[str, Any]] = []
             engine.add_listener(events.append)
             await engine.begin(engine.services()[0]["id"])       # a citizen starts

@@ -15,9 +15,9 @@ if str(ROOT) not in sys.path:
     # map the package; the repository root always has it.
     sys.path.insert(0, str(ROOT))
 
-from fwtest import MACHINE_DIR, Rig
+from fwtest import MACHINE_DIR, Rig  # noqa: E402 (after the path fix above)
 
-from hal.sim.coproc import find_micropython
+from hal.sim.coproc import find_micropython  # noqa: E402
 
 
 @pytest.fixture

@@ -184,7 +184,7 @@ def test_ten_thousand_commands_through_one_percent_noise() -> None:
             queued += 1
         out = agent.poll(now)
         if out:
-            for mtype, seq, payload in device.feed(to_dev.carry(out), now):
+            for _mtype, seq, payload in device.feed(to_dev.carry(out), now):
                 delivered.append(payload)
                 device.ack(seq)
         before = device.rx_duplicates

@@ -24,9 +24,9 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from kiosktest import AgentProcess, Subscriber, wait_until
 
+from agent.runtime.selftest import format_table
 from agent.sim.devbroker import DevBroker
 from agent.store.journal import canonical
-from agent.runtime.selftest import format_table
 from hal.device import SelftestResult
 
 

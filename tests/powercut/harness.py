@@ -26,9 +26,9 @@ import sys
 import time
 from pathlib import Path
 
-from agent.store.journal import record_hash, verify_chain
 from agent.runtime.keys import DEVICE_KEY_NAME, load_public
 from agent.store.database import DB_NAME
+from agent.store.journal import record_hash, verify_chain
 
 HERE = Path(__file__).resolve().parent
 LAZYFS = HERE / "lazyfs.py"
@@ -96,7 +96,7 @@ class PowerCutRig:
         """Mount, record for a random while, cut the power."""
         self.cycles += 1
         self.mount_fs()
-        rec = self.start_recorder()
+        rec = self.start_recorder("--seed", str(rng.randrange(2**32)))     # its choices replay with the run's seed
         try:
             assert rec.stdout is not None
             line = rec.stdout.readline()

@@ -21,10 +21,10 @@ import random
 import sys
 from pathlib import Path
 
-from agent.store.journal import Journal, synthetic_tx
 from agent.runtime.keys import load_or_create
-from agent.store.outbox import _DoneJob
 from agent.store.database import Store
+from agent.store.journal import Journal, synthetic_tx
+from agent.store.outbox import _DoneJob
 
 
 async def main(args: argparse.Namespace) -> None:
@@ -35,7 +35,7 @@ async def main(args: argparse.Namespace) -> None:
     key = load_or_create(None, state, production=False)
     journal = Journal(store, key, "k-1", fleet="f")
     fd = os.open(args.log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-    rng = random.Random()
+    rng = random.Random(args.seed)
     first = asyncio.Event()
 
     async def worker() -> None:
@@ -63,6 +63,7 @@ if __name__ == "__main__":
     parser.add_argument("--sync", default="FULL")
     parser.add_argument("--workers", type=int, default=4)
     parser.add_argument("--pause", type=float, default=0.01)
+    parser.add_argument("--seed", type=int, default=None, help="for the synthetic records and pauses")
     try:
         asyncio.run(main(parser.parse_args()))
     except Exception as exc:  # noqa: BLE001 - after the cut every call fails; say so and go

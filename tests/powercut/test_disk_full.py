@@ -20,9 +20,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from harness import PowerCutRig
 
 from agent.errors import StoreFull
+from agent.store.database import DB_NAME, Store
 from agent.store.journal import Journal, verify_chain
 from agent.store.outbox import Outbox
-from agent.store.database import DB_NAME, Store
 
 pytestmark = pytest.mark.skipif(shutil.which("fusermount3") is None or not Path("/dev/fuse").exists(),
                                 reason="needs FUSE (/dev/fuse, fusermount3 from the fuse3 package)")

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import random
 import shutil
-import time
 from pathlib import Path
 
 import pytest
@@ -24,8 +23,7 @@ pytestmark = pytest.mark.skipif(shutil.which("fusermount3") is None or not Path(
                                 reason="needs FUSE (/dev/fuse, fusermount3 from the fuse3 package)")
 
 
-def _cuts(tmp_path: Path, cuts: int, sync: str) -> dict[str, int]:
-    rng = random.Random(time.time_ns())
+def _cuts(tmp_path: Path, rng: random.Random, cuts: int, sync: str) -> dict[str, int]:
     rig = PowerCutRig(tmp_path, sync=sync)
     summary: dict[str, int] = {}
     try:
@@ -39,20 +37,20 @@ def _cuts(tmp_path: Path, cuts: int, sync: str) -> dict[str, int]:
     return summary
 
 
-def test_power_cuts_lose_no_acknowledged_transaction(tmp_path: Path) -> None:
-    summary = _cuts(tmp_path, 25, "FULL")
+def test_power_cuts_lose_no_acknowledged_transaction(tmp_path: Path, rng: random.Random) -> None:
+    summary = _cuts(tmp_path, rng, 25, "FULL")
     assert summary["acknowledged"] > 0
     print(summary)
 
 
 @pytest.mark.long
 @pytest.mark.timeout(3600)
-def test_200_power_cuts(tmp_path: Path) -> None:
-    print(_cuts(tmp_path, 200, "FULL"))
+def test_200_power_cuts(tmp_path: Path, rng: random.Random) -> None:
+    print(_cuts(tmp_path, rng, 200, "FULL"))
 
 
-def test_harness_catches_synchronous_normal(tmp_path: Path) -> None:
+def test_harness_catches_synchronous_normal(tmp_path: Path, rng: random.Random) -> None:
     """With NORMAL a commit returns before the WAL is fsynced: a cut loses it."""
     with pytest.raises(PowerCutError) as caught:
-        _cuts(tmp_path, 20, "NORMAL")
+        _cuts(tmp_path, rng, 20, "NORMAL")
     print(caught.value)

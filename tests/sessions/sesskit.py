@@ -92,18 +92,18 @@ async def running_agent(cfg: Config, *, connect: bool = True) -> AsyncIterator[t
     runner = asyncio.create_task(agent.run())
     try:
         for _ in range(600):
-            if "SessionEngine" in agent.components or runner.done():
+            if agent.session_engine is not None or runner.done():
                 break
             await asyncio.sleep(0.05)
         if runner.done():
             runner.result()
-        assert "SessionEngine" in agent.components, "the session engine did not start"
-        engine = agent.components["SessionEngine"]
-        assert engine.io.component("Journal") is not None and engine.io.component("Outbox") is not None, \
-            "the daemon does not wire the journal and outbox (agent.journal / agent.outbox) yet"
+        engine = agent.session_engine
+        assert engine is not None, "the session engine did not start"
+        # The engine records and queues through the agent's own journal and outbox.
+        assert engine.io.journal is agent.journal and engine.io.outbox is agent.outbox
         if connect:
-            assert await agent.uplink.wait_connected(15), "the agent did not connect"
-        yield agent, agent.components["SessionEngine"]
+            assert agent.uplink is not None and await agent.uplink.wait_connected(15), "the agent did not connect"
+        yield agent, engine
     finally:
         agent.request_stop()
         await asyncio.wait_for(runner, 20)

@@ -7,9 +7,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from agent.sessions.catalogue import Catalogue, UnknownService, load_default_services
 from agent.config import DEFAULT_SIM_CONFIG, load_config, parse_config
 from agent.errors import ConfigError
+from agent.sessions.catalogue import Catalogue, UnknownService, load_default_services
 from agent.sessions.sessionio import mask_id, s10_waybill
 from hal.sim.idcard import synthetic_number
 

@@ -15,15 +15,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from kiosktest import Subscriber, wait_until, wait_until_async
+from sesskit import QUICK_SERVICES, BackOffice, running_agent, session_config, wait_event
 
 from agent.config import load_config
+from agent.sessions.engine import NotInService
+from agent.sessions.evidence import parse_content
 from agent.sim.devbroker import DevBroker
 from agent.wire.sealing import Bundle, open_bundle
-from agent.sessions.evidence import parse_content
-from agent.sessions.engine import NotInService
 from hal.sim.idcard import sample_card, synthetic_number
-from kiosktest import Subscriber, wait_until
-from sesskit import QUICK_SERVICES, BackOffice, running_agent, session_config, wait_event
 
 
 def card(name: str, body17: str, kind: str = "resident") -> Any:
@@ -182,15 +182,13 @@ def test_payment_maintenance_and_door_end_sessions_cleanly(rig: Any) -> None:
             ended = await wait_event(events, "ended")
             assert (ended["outcome"], ended["reason"]) == ("failed", "door_open")
             agent.peripherals.sim_actions()["door"]["close"]([])
-            for _ in range(200):                             # debounced: the alarm clears shortly
-                if "door_open" not in agent.alarms.active:
-                    break
-                await asyncio.sleep(0.02)
+            await wait_until_async(lambda: "door_open" not in agent.alarms.active, 10,   # debounced
+                                   message="the door alarm cleared")
             assert tx_data(sub, session)["data"]["outcome"] == "failed"
 
             # Shutdown with a citizen at the kiosk: recorded as failed before the agent stops.
             last = (await engine.begin("quick_print"))["session"]
-            await asyncio.sleep(0.2)
+            await wait_event(events, "step", session=last)      # the citizen is mid-step
         assert tx_data(sub, last)["data"]["reason"] == "shutdown"
 
     asyncio.run(scenario())
@@ -221,10 +219,7 @@ def test_bundles_are_deleted_after_tx_ack_and_at_retention_end(tmp_path: Path, b
             # The back office acknowledges the first two: their bundles go, the third stays.
             ack = json.dumps({"v": 1, "ts": 0, "ids": ids[:2]}).encode()
             sub.client.publish(agent.topics.tx_ack, ack, qos=1)
-            for _ in range(300):
-                if engine.evidence.count() == 1:
-                    break
-                await asyncio.sleep(0.02)
+            await wait_until_async(lambda: engine.evidence.count() == 1, 10, message="two bundles deleted")
             assert engine.evidence.ids() == [ids[2]]
             # Retention: a sweep a retention period later removes the rest.
             import time

@@ -18,13 +18,14 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from agent.config import load_config
-from agent.sim.devbroker import DevBroker
-from agent.sessions.evidence import parse_content
-from agent.wire.sealing import Bundle, open_bundle
-from hal.sim.idcard import sample_card, synthetic_number
 from kiosktest import Subscriber
 from sesskit import BackOffice, find_pii, running_agent, session_config, wait_event
+
+from agent.config import load_config
+from agent.sessions.evidence import parse_content
+from agent.sim.devbroker import DevBroker
+from agent.wire.sealing import Bundle, open_bundle
+from hal.sim.idcard import sample_card, synthetic_number
 
 CANARY_NAME = "金丝雀测"
 CANARY_NUMBER = synthetic_number("99000019870605123")          # valid check character, area 99 (none)
@@ -104,7 +105,7 @@ def test_canary_never_in_clear(tmp_path: Path, broker: DevBroker, subscriber: Su
         hits["log"] = found
     if found := find_pii(printed.encode("utf-8"), secrets):
         hits["receipt"] = found
-    published = [m for m in subscriber.messages]
+    published = list(subscriber.messages)
     for msg in published:
         if found := find_pii(msg.topic.encode() + msg.payload, secrets):
             hits[msg.topic] = found

@@ -26,8 +26,8 @@ from sesskit import (
 )
 
 from agent.config import load_config
-from agent.sim.devbroker import DevBroker
 from agent.sessions.engine import PrinterUnavailable
+from agent.sim.devbroker import DevBroker
 from hal.sim.idcard import sample_card, synthetic_number
 
 RECORD_PRINT = '''
@@ -151,7 +151,8 @@ def test_secondary_receipt_outcome_is_recorded_and_counted(
             printed, seen = await serve(agent, engine, events, "quick_print", "99000019700606006")
             session_rec = await records(subscriber, "session", printed)
             receipt = (await records(subscriber, "receipt", printed))["data"]
-            assert receipt == {"type": "receipt", "tx": session_rec["id"], "service": "quick_print", "receipt": session_rec["data"]["receipt"],
+            assert receipt == {"type": "receipt", "tx": session_rec["id"], "service": "quick_print",
+                               "receipt": session_rec["data"]["receipt"],
                                "role": "secondary", "status": "printed", "code": None, "alarms": []}
             assert not [e for e in seen if e["event"] == "receipt_failed"]
 

@@ -11,10 +11,19 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent.wire.contract import validate
 from agent.sessions.evidence import EvidenceContent, EvidenceStore, evidence_payload, parse_content, seal_content
-from agent.wire.sealing import (FORMAT, Bundle, SealingError, X25519PrivateKey, key_id, load_private_key, open_bundle,
-                           save_private_key, seal)
+from agent.wire.contract import validate
+from agent.wire.sealing import (
+    FORMAT,
+    Bundle,
+    SealingError,
+    X25519PrivateKey,
+    key_id,
+    load_private_key,
+    open_bundle,
+    save_private_key,
+    seal,
+)
 
 
 @pytest.fixture(scope="module")

@@ -23,10 +23,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from storekit import mqtt_config
 
-from agent.store.journal import Journal, synthetic_tx
 from agent.runtime.keys import load_or_create
-from agent.store.outbox import Outbox
 from agent.store.database import Store
+from agent.store.journal import Journal, synthetic_tx
+from agent.store.outbox import Outbox
 from agent.uplink.connection import Uplink
 
 
@@ -49,7 +49,7 @@ async def main(args: argparse.Namespace) -> int:
     fd = os.open(args.log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     lines = 0
     import random
-    rng = random.Random()
+    rng = random.Random(args.seed)
 
     async def one(n: int) -> None:
         nonlocal lines
@@ -84,4 +84,5 @@ if __name__ == "__main__":
     parser.add_argument("--sync", default="FULL")
     parser.add_argument("--drain", action="store_true")
     parser.add_argument("--timeout", type=float, default=120.0)
+    parser.add_argument("--seed", type=int, default=None, help="for the synthetic records")
     sys.exit(asyncio.run(main(parser.parse_args())))

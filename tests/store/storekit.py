@@ -30,7 +30,7 @@ from agent.config import MqttConfig
 from agent.sim.devbroker import DevBroker
 from agent.store.journal import verify_chain
 
-__all__ = ["DurableSubscriber", "check_delivery", "mqtt_config", "start_broker", "wait_until"]
+__all__ = ["DurableSubscriber", "check_delivery", "mqtt_config", "start_broker"]
 
 
 def start_broker(workdir: Path, extra_conf: str = "") -> DevBroker:

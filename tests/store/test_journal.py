@@ -13,22 +13,23 @@ from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from kiosktest import wait_until_async
 
 from agent.errors import AgentError
+from agent.runtime.keys import DEVICE_KEY_NAME, KeyError_, fast_signer, key_id, load_or_create
+from agent.store.database import DB_NAME, Store
 from agent.store.journal import (
     GENESIS,
     Journal,
     JournalError,
-    canonical,
     ack_document,
+    canonical,
     parse_ack,
     record_hash,
     synthetic_load,
     verify_ack,
     verify_chain,
 )
-from agent.runtime.keys import DEVICE_KEY_NAME, KeyError_, fast_signer, key_id, load_or_create
-from agent.store.database import DB_NAME, Store
 
 
 def _record(store: Store, key: Ed25519PrivateKey, txs: list[dict]) -> list:
@@ -277,8 +278,7 @@ def test_synthetic_load_records_without_pii(tmp_path: Path) -> None:
         journal = Journal(store, key, "k-1")
         stop = asyncio.Event()
         task = asyncio.create_task(synthetic_load(journal, 6000, stop, on_record=seen.append))
-        while len(seen) < 20:
-            await asyncio.sleep(0.02)
+        await wait_until_async(lambda: len(seen) >= 20, 30, message="20 synthetic records")
         stop.set()
         return await task
     assert asyncio.run(go()) >= 20
