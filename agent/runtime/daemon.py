@@ -214,9 +214,12 @@ class Agent:
         if force or not self.session_active():
             self._reload_requested.set()
             return
-        # A restart ends the citizen's session with "shutdown": wait for it to end.
+        # A restart ends the citizen's session with "shutdown": wait for it to end,
+        # and start no new one meanwhile, or a busy kiosk would never restart.
         log.warning("component restart deferred until the citizen session ends")
         notify("STATUS=restart deferred until the citizen session ends")
+        if self.session_engine is not None:
+            self.session_engine.hold("restarting after a configuration change")
         if self._deferred is None or self._deferred.done():
             self._deferred = spawn(self._restart_after_session(), name="deferred-restart", keep=self._background)
 
@@ -250,6 +253,8 @@ class Agent:
                 self._reload = None
                 if self._deferred is not None:
                     self._deferred.cancel()
+                if self.session_engine is not None:
+                    self.session_engine.hold(None)
             return
         self._schedule_restart(new)
 

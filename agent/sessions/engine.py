@@ -241,6 +241,7 @@ class SessionEngine:
         self._reminder: asyncio.TimerHandle | None = None
         self._sweeper: asyncio.TimerHandle | None = None
         self._stopping = False
+        self._held: str | None = None     # why no new session starts now (a restart waits)
         self._notifying: set[asyncio.Future[Any]] = set()
 
     # -- component lifecycle --------------------------------------------------
@@ -262,6 +263,10 @@ class SessionEngine:
         self._sweep()
         log.info("session engine ready: %d services%s", len(self.catalogue),
                  " (default catalogue)" if self.catalogue.default else "")
+
+    def hold(self, reason: str | None) -> None:
+        """Start no new session while ``reason`` holds (None: serve again); the one running goes on."""
+        self._held = reason
 
     async def stop(self) -> None:
         self._stopping = True
@@ -309,6 +314,8 @@ class SessionEngine:
         service = self.catalogue.get(service_id)
         if self._stopping:
             raise NotInService("the agent is stopping")
+        if self._held is not None:
+            raise NotInService(f"not serving citizens: {self._held}")
         if self.session is not None:
             raise Busy("a session is running")
         reason = self._kiosk_interrupt()

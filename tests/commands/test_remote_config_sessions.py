@@ -21,6 +21,7 @@ from test_remote_config import DESIRED
 
 from agent.config import load_config
 from agent.runtime.daemon import Agent
+from agent.sessions.engine import NotInService
 from agent.sim.devbroker import DevBroker
 from agent.sim.devrun import write_sim_config
 
@@ -79,7 +80,10 @@ def test_reload_waits_for_the_citizen_session(broker: DevBroker, subscriber: Sub
             assert engine.session is session and not born_at("Moved to bench 2")
             assert not [e for e in events if e.get("event") == "ended"]
 
-            await engine.cancel()                # the citizen walks away
+            await engine.cancel()                # the citizen walks away ...
+            with pytest.raises(NotInService, match="restarting"):
+                await engine.begin(engine.services()[0]["id"])   # ... and nobody new starts meanwhile
+
             await _until(lambda: born_at("Moved to bench 2"), 30, "the restart after the session")
             ended = [e for e in events if e.get("event") == "ended"]
             assert ended and ended[0].get("outcome") == "abandoned", ended
