@@ -8,13 +8,21 @@ STAMP  := $(VENV)/.installed
 # node to evaluate the polkit rule as polkitd's JavaScript engine would.
 APT_PACKAGES := mosquitto mosquitto-clients fuse3 systemd udev nodejs
 
-.PHONY: run test test-long bench venv system-deps clean
+.PHONY: run test lint test-long bench venv system-deps clean
 
 run: $(STAMP) system-deps
 	$(PY) -m agent.sim.devrun
 
-test: $(STAMP) system-deps
+# The gates first (seconds), then the suite. pytest's exit 5 (no test
+# collected) fails the target like any other non-zero exit.
+test: lint system-deps
 	$(PY) -m pytest
+
+# The layer contracts, ruff and mypy; their settings are in pyproject.toml.
+lint: $(STAMP)
+	$(VENV)/bin/lint-imports --no-cache
+	$(VENV)/bin/ruff check agent hal fleet provisioning firmware bench tests
+	$(VENV)/bin/mypy
 
 test-long: $(STAMP) system-deps
 	KIOSK_LONG=1 $(PY) -m pytest -m long

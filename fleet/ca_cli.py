@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from fleet import ca as _ca
@@ -97,7 +98,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _guard(func):  # type: ignore[no-untyped-def]
+def _guard(func: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
     def run(args: argparse.Namespace) -> int:
         try:
             return int(func(args))

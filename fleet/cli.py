@@ -14,7 +14,8 @@ import importlib
 import json
 import sys
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from agent import __version__
 from agent.wire.contract import parse_topic

@@ -22,8 +22,9 @@ import os
 import sys
 import time
 import tomllib
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
@@ -266,7 +267,7 @@ def send_commands(client: FleetClient, fleet: str, kiosks: list[str], name: str,
         props.CorrelationData = cid
         client.publish(topics.cmd(name), json.dumps(doc, separators=(",", ":")).encode("utf-8"), qos=1,
                        properties=props)
-    results: dict[str, Any] = {kiosk: None for kiosk in kiosks}
+    results: dict[str, Any] = dict.fromkeys(kiosks)
     accepted: set[str] = set()
     deadline = time.monotonic() + timeout
     while any(r is None for r in results.values()) and time.monotonic() < deadline:

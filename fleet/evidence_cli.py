@@ -23,8 +23,9 @@ import binascii
 import json
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from agent.wire.contract import loads_strict
 from agent.wire.sealing import (

@@ -19,11 +19,12 @@ import ssl
 import threading
 import time
 import uuid
-from typing import Iterator
+from collections.abc import Iterator
 from urllib.parse import urlsplit
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+from paho.mqtt.reasoncodes import ReasonCode
 
 from fleet.errors import BrokerError, FleetError
 
@@ -75,7 +76,7 @@ class FleetClient:
         # to see the fleet again within seconds of the broker's return.
         self.client.reconnect_delay_set(min_delay=1, max_delay=5)
 
-    def _on_connect(self, _c: paho.Client, _u: object, _f: object, reason: paho.ReasonCode, _p: object) -> None:
+    def _on_connect(self, _c: paho.Client, _u: object, _f: object, reason: ReasonCode, _p: object) -> None:
         if reason.is_failure:
             self._error = str(reason)
             self._connected.set()
@@ -88,7 +89,7 @@ class FleetClient:
             self.queue.put(LinkEvent("back", f"{self.host}:{self.port}"))
         self._connected.set()
 
-    def _on_disconnect(self, _c: paho.Client, _u: object, _f: object, reason: paho.ReasonCode,
+    def _on_disconnect(self, _c: paho.Client, _u: object, _f: object, reason: ReasonCode,
                        _p: object) -> None:
         if self._closing or self._lost or not self._connected.is_set():
             return
@@ -96,7 +97,7 @@ class FleetClient:
         detail = "connection closed" if reason.value == 0 else str(reason)
         self.queue.put(LinkEvent("lost", f"{self.host}:{self.port}: {detail}"))
 
-    def __enter__(self) -> "FleetClient":
+    def __enter__(self) -> FleetClient:
         try:
             self.client.connect(self.host, self.port, keepalive=self.keepalive)
         except OSError as exc:

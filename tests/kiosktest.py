@@ -17,16 +17,17 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 from urllib.parse import urlsplit
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
 from agent.config import DEFAULT_SIM_CONFIG
-from agent.wire.contract import parse_topic, validate
 from agent.sim.devrun import write_sim_config
+from agent.wire.contract import parse_topic, validate
 
 __all__ = ["Subscriber", "AgentProcess", "schema_for_topic", "wait_until", "wait_until_async", "Received"]
 
@@ -156,7 +157,7 @@ class AgentProcess:
         self.env = env or {}
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> "AgentProcess":
+    def start(self) -> AgentProcess:
         env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.env}
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen([sys.executable, "-m", "agent", "run", "--config", str(self.config)],

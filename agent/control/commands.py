@@ -556,8 +556,8 @@ class CommandService:
                     # Against the high-water, not the clock (which may have jumped ahead): a command
                     # whose nonce goes is older than the newest accepted minus the skew, so cmd.too_old.
                     skew_ms = int(self.kiosk.cfg.commands.max_clock_skew_s * 1000)
-                    conn.execute("DELETE FROM nonces WHERE expires_at < (SELECT value FROM counters WHERE name = ?) - ?",
-                                 (ISSUED_COUNTER, skew_ms))
+                    conn.execute("DELETE FROM nonces WHERE expires_at < "
+                                 "(SELECT value FROM counters WHERE name = ?) - ?", (ISSUED_COUNTER, skew_ms))
                     conn.execute("DELETE FROM command_audit WHERE id <= (SELECT MAX(id) FROM command_audit) - ?",
                                  (AUDIT_KEEP,))
             except sqlite3.Error as exc:
@@ -621,7 +621,7 @@ def redact(line: str) -> str:
 class LogRing(logging.Handler):
     """The last ``capacity`` log lines, redacted as they arrive (never held in clear)."""
 
-    _installed: "LogRing | None" = None
+    _installed: LogRing | None = None
 
     def __init__(self, capacity: int = 2000) -> None:
         super().__init__(logging.INFO)
@@ -631,11 +631,11 @@ class LogRing(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         try:
             self.lines.append(redact(self.format(record))[:2000])
-        except Exception:
+        except Exception:  # noqa: BLE001 - a log handler must never raise into the caller
             self.handleError(record)
 
     @classmethod
-    def install(cls) -> "LogRing":
+    def install(cls) -> LogRing:
         """Attach one ring to the root logger for the life of the process."""
         if cls._installed is None:
             cls._installed = cls()
@@ -684,7 +684,7 @@ async def _selftest(svc: CommandService, cmd: Verified, ctx: Context) -> dict[st
         await svc.result(ctx, "in_progress", progress=int(100 * i / max(1, len(devices))), message=f"testing {name}")
         try:
             r = await loop.run_in_executor(None, device.selftest)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - a driver's failure is that device's failed row
             r = SelftestResult(name, False, f"{exc.__class__.__name__}: {exc}")
         row = {"device": r.device, "passed": bool(r.passed), "reason": r.reason}
         if r.details:
@@ -717,7 +717,7 @@ async def _print_test_page(svc: CommandService, cmd: Verified, ctx: Context) -> 
     await svc.result(ctx, "in_progress", progress=0, message="printing the test page")
     try:
         info = await asyncio.get_running_loop().run_in_executor(None, fn)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - whatever the driver raised is the command's result
         raise CommandFailed(str(getattr(exc, "code", "cmd.print_failed")), str(exc)[:300]) from None
     return {"printed": True, **(_jsonable(info) if isinstance(info, dict) else {})}
 

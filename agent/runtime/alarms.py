@@ -37,11 +37,12 @@ import json
 import logging
 import re
 import sqlite3
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
-from agent.wire.contract import Topics, encode, envelope, now_ms
 from agent.errors import AgentError
 from agent.store.schema import migrate
+from agent.wire.contract import Topics, encode, envelope, now_ms
 
 __all__ = ["Alarms", "ActiveAlarm", "SEVERITY", "ALIASES", "LATCHING", "AlarmNotLatched", "AlarmCausePresent"]
 

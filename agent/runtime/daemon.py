@@ -383,7 +383,7 @@ class Agent:
             stop.set()
             try:
                 await asyncio.wait_for(task, 5)
-            except (asyncio.TimeoutError, Exception):  # noqa: BLE001 - stopping anyway
+            except (TimeoutError, Exception):  # noqa: BLE001 - stopping anyway
                 task.cancel()
         stack.push_async_callback(halt)
 

@@ -14,8 +14,9 @@ import logging
 import os
 import platform
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import psutil
 
@@ -125,7 +126,7 @@ class HealthReporter:
         self._alarms = alarms
         self._mode = mode
         self.sections: dict[str, Callable[[], dict[str, Any]]] = {}
-        self.agent_info: Callable[[], dict[str, Any]] = lambda: {}
+        self.agent_info: Callable[[], dict[str, Any]] = dict
         self.started = time.monotonic()
         self._process = psutil.Process()
         self._timer: asyncio.TimerHandle | None = None
@@ -149,7 +150,7 @@ class HealthReporter:
         for name, section in self.sections.items():
             try:
                 payload[name] = section()
-            except Exception:  # noqa: BLE001 - a broken section must not stop health
+            except Exception:
                 log.exception("health section %s failed", name)
         return payload
 

@@ -119,7 +119,7 @@ def load_or_create(configured: Path | None, storage_dir: Path, *, production: bo
     _write_new(path, key)
     message = "no keys.signing_key configured: generated device key %s (id %s)"
     if production:
-        log.warning(message + "; register its public key with the back office", path, key_id(key.public_key()))
+        log.warning("%s; register its public key with the back office", message % (path, key_id(key.public_key())))
     else:
         log.info(message, path, key_id(key.public_key()))
     return key

@@ -18,8 +18,9 @@ import logging
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from agent.config import Config
 from hal.backend import Backend, select_backend
@@ -129,6 +130,7 @@ class Peripherals:
             runner.start()
             self.simulators["coproc"] = runner
             url = runner.url
+        assert url is not None      # configured, or the simulator's pty
         firmware = shipped_firmware() if cc.firmware_public_keys else None
         self.coproc = CoprocDevice(
             url, baudrate=cc.baudrate, heartbeat_s=cc.poll_interval_s,

@@ -18,8 +18,8 @@ names the key.
 from __future__ import annotations
 
 import tomllib
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from agent.config import STEP_KINDS, Config, ServiceConfig, StepConfig, _services
 from agent.errors import AgentError, ConfigError
@@ -56,7 +56,7 @@ class Catalogue:
         self.default = False
 
     @classmethod
-    def from_config(cls, cfg: Config) -> "Catalogue":
+    def from_config(cls, cfg: Config) -> Catalogue:
         """The configured services, or the shipped default when none are configured."""
         if cfg.services:
             return cls(cfg.services)
@@ -92,6 +92,7 @@ class Catalogue:
     def describe(self) -> list[dict[str, object]]:
         """PII-free menu for a UI: ids, names, steps, offline flag."""
         return [{"id": s.id, "name_zh": s.name_zh, "name_en": s.name_en, "offline": s.offline,
-                 "mail_document": s.mail_document, "receipt": s.receipt, "face_legal_basis": s.face_legal_basis is not None,
+                 "mail_document": s.mail_document, "receipt": s.receipt,
+                 "face_legal_basis": s.face_legal_basis is not None,
                  "steps": [{"kind": st.kind, "timeout_s": st.timeout_s} for st in s.steps]}
                 for s in self._services.values()]

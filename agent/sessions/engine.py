@@ -277,7 +277,7 @@ class SessionEngine:
         if self._runner is not None:
             try:
                 await asyncio.wait_for(asyncio.shield(self._runner), 4.0)
-            except (asyncio.TimeoutError, Exception):  # noqa: BLE001 - shutdown must go on
+            except (TimeoutError, Exception):  # noqa: BLE001 - shutdown must go on
                 self._runner.cancel()
         listeners = self.device_events
         if listeners is not None and self.on_device_event in listeners:
@@ -363,7 +363,8 @@ class SessionEngine:
     def status(self) -> dict[str, Any]:
         """What a UI shows; no PII beyond the masked ID number."""
         session = self.session
-        out: dict[str, Any] = {"state": "idle", "mode": self.mode(), "card_left": self._card_left, "last": self.last, "counts": dict(self.counts)}
+        out: dict[str, Any] = {"state": "idle", "mode": self.mode(), "card_left": self._card_left,
+                               "last": self.last, "counts": dict(self.counts)}
         if session is not None:
             step = session.steps[session.index] if session.index < len(session.steps) else None
             remaining = None
@@ -379,7 +380,7 @@ class SessionEngine:
     async def wait_idle(self, timeout: float | None = None) -> bool:
         try:
             await asyncio.wait_for(self._idle.wait(), timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return False
         return True
 
@@ -454,7 +455,7 @@ class SessionEngine:
                     step.ended = time.monotonic()
             if committed is None:
                 committed = await self._commit(session, outcome, reason)
-        except Exception:  # noqa: BLE001 - a bug must not leave PII or a stuck kiosk behind
+        except Exception:
             log.exception("session %s crashed", session.id[:8])
             outcome, reason = FAILED, "internal_error"
         finally:
@@ -480,7 +481,7 @@ class SessionEngine:
             self._check_interrupt(session)
             try:
                 session.face_jpeg = await asyncio.wait_for(self.io.capture_still(), step.timeout_s)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 raise _StepFailed(FAILED, "camera_timeout") from None
             except Exception as exc:  # noqa: BLE001 - a device error ends the session, named
                 raise _StepFailed(FAILED, f"camera: {getattr(exc, 'code', exc.__class__.__name__)}") from None
@@ -493,7 +494,7 @@ class SessionEngine:
                 raise _ReceiptNotPrinted(RECEIPT_SKIPPED, problem.code, problem.alarms)
             try:
                 await asyncio.wait_for(self.io.print_receipt(session.service, committed), step.timeout_s)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 raise _ReceiptNotPrinted(RECEIPT_FAILED, "agent.session.print_timeout") from None
             except Exception as exc:  # noqa: BLE001 - the printer's code goes into the receipt record
                 after = self.io.printer_problem()
@@ -528,7 +529,7 @@ class SessionEngine:
                 raise _StepFailed(ABANDONED, f"timeout:{kind}")
             try:
                 item = await asyncio.wait_for(session.inputs.get(), min(left, _TICK_S))
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 continue
             if item[0] != "tick":
                 return item
@@ -696,6 +697,6 @@ class SessionEngine:
                 result = cb(event)
                 if inspect.isawaitable(result):
                     spawn(result, name="session-listener", keep=self._notifying)
-            except Exception:  # noqa: BLE001 - a UI bug must not break the session
+            except Exception:
                 log.exception("session listener failed")
 

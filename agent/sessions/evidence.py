@@ -35,12 +35,13 @@ import json
 import logging
 import sqlite3
 import time
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
-from agent.wire.contract import encode, envelope
 from agent.errors import StoreError
 from agent.store.schema import migrate, refuse_newer
+from agent.wire.contract import encode, envelope
 from agent.wire.sealing import CONTENT_FORMAT, Bundle, parse_content, seal  # the content format is wire contract
 
 __all__ = ["EvidenceContent", "EvidenceStore", "CONTENT_FORMAT", "seal_content", "evidence_payload",

@@ -85,7 +85,7 @@ class DevBroker:
         conf.write_text("\n".join(line for line in lines if line) + "\n")
         return conf
 
-    def start(self, timeout: float = 10.0) -> "DevBroker":
+    def start(self, timeout: float = 10.0) -> DevBroker:
         conf = self._write_conf()
         self.proc = subprocess.Popen([self.binary, "-c", str(conf)], stdin=subprocess.DEVNULL,
                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
@@ -116,7 +116,7 @@ class DevBroker:
         if proc.stderr:
             proc.stderr.close()
 
-    def __enter__(self) -> "DevBroker":
+    def __enter__(self) -> DevBroker:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

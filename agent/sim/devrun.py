@@ -25,11 +25,11 @@ import sys
 import threading
 from pathlib import Path
 
-from agent.control.commands import EX_TEMPFAIL
 from agent.config import DEFAULT_SIM_CONFIG, load_config
-from agent.sim.devbroker import DevBroker, free_port
+from agent.control.commands import EX_TEMPFAIL
 from agent.errors import AgentError
 from agent.runtime.keys import load_private
+from agent.sim.devbroker import DevBroker, free_port
 from agent.wire.sealing import load_private_key, public_key_b64
 from agent.wire.signing import public_b64
 

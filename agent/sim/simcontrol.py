@@ -16,8 +16,9 @@ import asyncio
 import json
 import logging
 import socket
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 __all__ = ["SimControl", "send_sim_command", "socket_path"]
 

@@ -95,7 +95,7 @@ class Citizens:
             while True:
                 try:
                     event = await asyncio.wait_for(self._events.get(), max(0.1, deadline - time.monotonic()))
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     raise SimulationError(f"citizen {self.served} got no answer within {timeout:.0f} s") from None
                 kind = event["event"]
                 if kind == "ended":
@@ -209,7 +209,7 @@ class Trickle:
                     log.info("simulated citizen: %s", outcome)
                 except AgentError as exc:
                     log.warning("simulated citizen turned away: %s: %s", exc.code, exc)
-                except Exception:  # noqa: BLE001 - the trickle must outlive one bad citizen
+                except Exception:
                     log.exception("simulated citizen failed")
         finally:
             citizens.close()
@@ -311,7 +311,7 @@ async def simulate(cfg: Config, sessions: int, service: str | None = None, *, pr
         agent.request_stop()
         try:
             await asyncio.wait_for(runner, 15)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             runner.cancel()
 
 

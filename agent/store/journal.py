@@ -438,7 +438,7 @@ _SERVICES = ("pension-print", "bill-water", "bill-electricity", "licence-renewal
 def synthetic_tx(rng: random.Random, n: int) -> dict[str, Any]:
     """A PII-free synthetic transaction (masked id only, never a real number)."""
     return {"type": "synthetic", "n": n, "service": rng.choice(_SERVICES), "outcome": "completed",
-            "id_masked": "11************%04d" % rng.randrange(10_000), "duration_ms": rng.randrange(20_000, 480_000),
+            "id_masked": f"11************{rng.randrange(10_000):04d}", "duration_ms": rng.randrange(20_000, 480_000),
             "receipt": None, "evidence": False}
 
 

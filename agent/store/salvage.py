@@ -13,8 +13,9 @@ page is damaged, whatever the old file still yields:
 
 When the old outbox could not be read whole, the counter
 ``salvage_requeue``, committed with the copy, tells the journal (which knows
-the ``tx`` topic) to queue every unacknowledged record again: the back office may get some twice, always with identical bytes,
-which the delivery contract allows.
+the ``tx`` topic) to queue every unacknowledged record again: the back
+office may get some twice, always with identical bytes, which the delivery
+contract allows.
 
 The copy is made from a duplicate of the kept files (SQLite may write to a
 database it opens, to replay its WAL), which is removed afterwards.

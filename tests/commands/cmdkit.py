@@ -16,8 +16,9 @@ import sqlite3
 import sys
 import threading
 import uuid
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 from urllib.parse import urlsplit
 
 import paho.mqtt.client as paho

@@ -17,14 +17,14 @@ from pathlib import Path
 import pytest
 from kiosktest import Subscriber
 
-from agent.control.commands import ResultSender
 from agent.config import load_config
-from agent.wire.contract import encode, envelope
+from agent.control.commands import ResultSender
 from agent.runtime.daemon import Agent
 from agent.sim.devbroker import DevBroker
 from agent.sim.devrun import write_sim_config
 from agent.store.database import Store
 from agent.uplink.connection import Uplink
+from agent.wire.contract import encode, envelope
 
 outbox_module = pytest.importorskip("agent.store.outbox")
 

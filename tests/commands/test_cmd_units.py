@@ -17,8 +17,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PublicKey,
 )
 
-from agent.control.commands import LogRing, redact
 from agent.config import load_config
+from agent.control.commands import LogRing, redact
 from agent.wire.contract import validate
 from agent.wire.signing import (
     DOMAINS,

@@ -26,7 +26,6 @@ from agent.sim.devbroker import DevBroker
 from agent.sim.devrun import write_sim_config
 
 
-
 async def _until(predicate: Any, timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():

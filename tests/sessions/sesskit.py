@@ -11,8 +11,9 @@ import asyncio
 import contextlib
 import json
 import logging
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any, AsyncIterator
+from typing import Any
 
 from agent.config import DEFAULT_SIM_CONFIG, Config, load_config
 from agent.sim.devrun import write_sim_config
