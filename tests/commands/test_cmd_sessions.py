@@ -6,25 +6,16 @@ reboot waits for the citizen being served."""
 from __future__ import annotations
 
 import asyncio
-import time
 from pathlib import Path
 
 import pytest
 from cmdkit import Keys, Sender, by_corr
-from kiosktest import Subscriber
+from kiosktest import Subscriber, wait_until_async
 
 from agent.config import load_config
 from agent.runtime.daemon import Agent
 from agent.sim.devbroker import DevBroker
 from agent.sim.devrun import write_sim_config
-
-
-async def _until(predicate: object, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():  # type: ignore[operator]
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(0.05)
 
 
 def test_maintenance_refuses_citizens_and_reboot_waits_for_the_session(
@@ -50,27 +41,28 @@ def test_maintenance_refuses_citizens_and_reboot_waits_for_the_session(
         agent = Agent(cfg)
         run = asyncio.create_task(agent.run())
         try:
-            await _until(lambda: agent.session_engine is not None and agent.uplink is not None
-                         and agent.uplink.connected, 60, "the agent up and connected")
+            await wait_until_async(lambda: agent.session_engine is not None and agent.uplink is not None
+                         and agent.uplink.connected, 60, message="the agent up and connected")
             engine = agent.session_engine
             assert engine is not None
             service = engine.services()[0]["id"]
 
             await loop.run_in_executor(None, command, "set-mode", {"mode": "maintenance"})
-            await _until(lambda: agent.mode == "maintenance", 30, "maintenance")
+            await wait_until_async(lambda: agent.mode == "maintenance", 30, message="maintenance")
             with pytest.raises(NotInService):
                 await engine.begin(service)
 
             await loop.run_in_executor(None, command, "set-mode", {"mode": "in_service"})
-            await _until(lambda: agent.mode == "in_service", 30, "in service")
+            await wait_until_async(lambda: agent.mode == "in_service", 30, message="in service")
             await engine.begin(service)                 # a citizen starts
             corr = await loop.run_in_executor(None, command, "reboot")
-            await _until(lambda: subscriber.matching("/cmd/reboot/result", by_corr(corr, status="in_progress")),
-                         30, "reboot deferred")
+            await wait_until_async(
+                lambda: subscriber.matching("/cmd/reboot/result", by_corr(corr, status="in_progress")),
+                30, message="reboot deferred")
             await asyncio.sleep(1.0)
             assert not marker.exists() and engine.session is not None
             await engine.cancel()                       # the citizen walks away
-            await _until(marker.exists, 30, "the reboot after the session")
+            await wait_until_async(marker.exists, 30, message="the reboot after the session")
             assert engine.session is None
         finally:
             agent.request_stop()

@@ -10,13 +10,12 @@ import asyncio
 import json
 import os
 import signal
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 from cmdkit import Keys, Sender
-from kiosktest import Subscriber
+from kiosktest import Subscriber, wait_until_async
 from test_remote_config import DESIRED
 
 from agent.config import load_config
@@ -24,14 +23,6 @@ from agent.runtime.daemon import Agent
 from agent.sessions.engine import NotInService
 from agent.sim.devbroker import DevBroker
 from agent.sim.devrun import write_sim_config
-
-
-async def _until(predicate: Any, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(0.05)
 
 
 def test_reload_waits_for_the_citizen_session(broker: DevBroker, subscriber: Subscriber, tmp_path: Path) -> None:
@@ -53,8 +44,8 @@ def test_reload_waits_for_the_citizen_session(broker: DevBroker, subscriber: Sub
         agent = Agent(load_config(config))
         run = asyncio.create_task(agent.run())
         try:
-            await _until(lambda: agent.session_engine is not None and agent.uplink is not None
-                         and agent.uplink.connected, 60, "the agent up and connected")
+            await wait_until_async(lambda: agent.session_engine is not None and agent.uplink is not None
+                         and agent.uplink.connected, 60, message="the agent up and connected")
             engine = agent.session_engine
             assert engine is not None
             events: list[dict[str, Any]] = []
@@ -67,14 +58,14 @@ def test_reload_waits_for_the_citizen_session(broker: DevBroker, subscriber: Sub
             assert wider != config.read_text()
             await loop.run_in_executor(None, sender.publish, DESIRED,
                                        json.dumps(keys.desired(wider, 2)).encode(), True)
-            await _until(lambda: applied(2), 30, "version 2 applied")
+            await wait_until_async(lambda: applied(2), 30, message="version 2 applied")
             assert agent.cfg.commands.max_clock_skew_s == 120
             assert engine.session is session and not [e for e in events if e.get("event") == "ended"]
 
             # A change that needs a restart waits for the citizen.
             config.write_text(wider.replace('site = "Simulated outlet, bench 1"', 'site = "Moved to bench 2"'))
             os.kill(os.getpid(), signal.SIGHUP)
-            await _until(lambda: agent.restart_pending, 10, "the restart deferred")
+            await wait_until_async(lambda: agent.restart_pending, 10, message="the restart deferred")
             await asyncio.sleep(1.0)             # it must stay deferred, however long the session takes
             assert engine.session is session and not born_at("Moved to bench 2")
             assert not [e for e in events if e.get("event") == "ended"]
@@ -83,7 +74,7 @@ def test_reload_waits_for_the_citizen_session(broker: DevBroker, subscriber: Sub
             with pytest.raises(NotInService, match="restarting"):
                 await engine.begin(engine.services()[0]["id"])   # ... and nobody new starts meanwhile
 
-            await _until(lambda: born_at("Moved to bench 2"), 30, "the restart after the session")
+            await wait_until_async(lambda: born_at("Moved to bench 2"), 30, message="the restart after the session")
             ended = [e for e in events if e.get("event") == "ended"]
             assert ended and ended[0].get("outcome") == "abandoned", ended
         finally:

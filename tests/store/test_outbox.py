@@ -13,6 +13,7 @@ from typing import Any
 import paho.mqtt.client as paho
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from kiosktest import wait_until_async
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from storekit import DurableSubscriber, mqtt_config, start_broker
 
@@ -26,12 +27,6 @@ from agent.uplink.connection import Uplink
 PREFIX = "kiosk/v1/f/k-1"
 
 
-async def _until(predicate: Any, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(0.02)
 
 
 class Rig:
@@ -69,15 +64,16 @@ def test_classes_in_order_and_stats(tmp_path: Path) -> None:
             with pytest.raises(OutboxError):
                 rig.outbox.enqueue_nowait("bogus", f"{PREFIX}/x", b"{}")
             assert await rig.outbox.wait_drained(30)
-            await _until(lambda: len(sub.payloads("/tx")) >= 30 and len(sub.payloads("/result")) >= 30, 30,
-                         "everything at the subscriber")
+            await wait_until_async(lambda: len(sub.payloads("/tx")) >= 30 and len(sub.payloads("/result")) >= 30, 30,
+                         message="everything at the subscriber")
             assert [json.loads(p)["i"] for p in sub.payloads("/result")][:30] == list(range(30))
             assert sub.payloads("/tx")[:30] == [r.payload for r in recs]
             stats = rig.outbox.stats()
             assert stats["depth"]["tx"] == 0 and stats["published"]["tx"] == 30
             # Delivery marks are lazy (no fsync of their own): within ~0.2 s.
-            await _until(lambda: rig.journal.stats()["unacked"] == 30, 10, "30 published, unacknowledged")
-            await _until(lambda: sub.payloads("/health"), 10, "health")
+            await wait_until_async(lambda: rig.journal.stats()["unacked"] == 30, 10,
+                                   message="30 published, unacknowledged")
+            await wait_until_async(lambda: sub.payloads("/health"), 10, message="health")
             assert sub.payloads("/health")[-1] == b'{"h":2}'
     try:
         asyncio.run(go())
@@ -96,14 +92,14 @@ def test_tx_ack_marks_records_and_tells_listeners(tmp_path: Path) -> None:
             rig.uplink.subscribe(f"{PREFIX}/tx/ack", rig.journal.on_tx_ack)
             recs = [await rig.journal.record({"n": i}) for i in range(5)]
             assert await rig.outbox.wait_drained(30)
-            await _until(lambda: rig.journal.stats()["unacked"] == 5, 10, "published")
+            await wait_until_async(lambda: rig.journal.stats()["unacked"] == 5, 10, message="published")
             backoffice = paho.Client(CallbackAPIVersion.VERSION2, protocol=MQTTProtocolVersion.MQTTv5)
             backoffice.connect("127.0.0.1", broker.port)
             backoffice.loop_start()
             ids = [r.id for r in recs[:3]]
             backoffice.publish(f"{PREFIX}/tx/ack", json.dumps({"v": 1, "ts": 1, "ids": ids}).encode(), qos=1)
             backoffice.publish(f"{PREFIX}/tx/ack", b"not json", qos=1)
-            await _until(lambda: rig.journal.stats()["unacked"] == 2, 15, "the ack to be marked")
+            await wait_until_async(lambda: rig.journal.stats()["unacked"] == 2, 15, message="the ack to be marked")
             assert heard == [ids]
             backoffice.disconnect()
             backoffice.loop_stop()
@@ -128,7 +124,7 @@ def test_prune_drops_only_old_acknowledged_records_and_the_chain_goes_on(tmp_pat
             assert await rig.journal.prune(90, now_ms=recs[-1].ts + 91 * day_ms) == 0
             await rig.uplink.start()
             assert await rig.outbox.wait_drained(30)
-            await _until(lambda: rig.journal.stats()["unacked"] == 25, 10, "published")
+            await wait_until_async(lambda: rig.journal.stats()["unacked"] == 25, 10, message="published")
             await rig.journal.mark_acked([r.id for r in recs[:20]] + [recs[-1].id])   # the head too
             now = int(time.time() * 1000)
             assert await rig.journal.prune(90, now_ms=now + 89 * day_ms) == 0      # not old enough yet
@@ -173,7 +169,8 @@ def test_a_record_rotted_on_disk_is_not_published_and_raises_store_corrupt(tmp_p
             # A record made after them arrives after them (in order within the class): once it is
             # there, record 5 would have been too.
             after = await rig.journal.record({"n": 10})
-            await _until(lambda: after.payload in sub.payloads("/tx"), 30, "the intact records and the one after")
+            await wait_until_async(lambda: after.payload in sub.payloads("/tx"), 30,
+                                   message="the intact records and the one after")
             assert sub.payloads("/tx") == [r.payload for r in recs if r.seq != 5] + [after.payload]
             assert ("store_corrupt", True) in rig.alarms
         finally:
@@ -197,15 +194,15 @@ def test_refused_publish_stays_queued_alarms_and_goes_once_allowed(tmp_path: Pat
         async with Rig(tmp_path, broker.port) as rig:
             await rig.outbox.enqueue("alarm", f"{PREFIX}/alarm/door_open", b'{"a":1}', retain=True)
             await rig.journal.record({"n": 1})
-            await _until(lambda: ("publish_refused", True) in rig.alarms, 20, "publish_refused")
+            await wait_until_async(lambda: ("publish_refused", True) in rig.alarms, 20, message="publish_refused")
             assert rig.outbox.pending_count() >= 1 and rig.outbox.stats()["refused"] == {"alarm": "0x87"}
-            await _until(lambda: sub.payloads("/tx"), 20, "tx, whose class is not refused")
+            await wait_until_async(lambda: sub.payloads("/tx"), 20, message="tx, whose class is not refused")
             acl.write_text(f"topic readwrite {PREFIX}/#\ntopic read #\n")
             assert broker.proc is not None
             broker.proc.send_signal(signal.SIGHUP)          # mosquitto re-reads its ACL
             assert await rig.outbox.wait_drained(40)         # retried after the back-off
             assert ("publish_refused", False) in rig.alarms
-            await _until(lambda: sub.payloads("/alarm/door_open"), 10, "the alarm")
+            await wait_until_async(lambda: sub.payloads("/alarm/door_open"), 10, message="the alarm")
     try:
         asyncio.run(go())
     finally:
@@ -250,7 +247,7 @@ def test_restart_replays_in_order(tmp_path: Path) -> None:
         async with Rig(tmp_path, port) as rig:
             assert rig.outbox.pending_count() == 40
             assert await rig.outbox.wait_drained(30)
-        await _until(lambda: len(sub.payloads()) >= 40, 20, "the replay")
+        await wait_until_async(lambda: len(sub.payloads()) >= 40, 20, message="the replay")
     try:
         asyncio.run(online())
         assert sub.payloads() == payloads
