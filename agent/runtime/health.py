@@ -150,7 +150,7 @@ class HealthReporter:
         for name, section in self.sections.items():
             try:
                 payload[name] = section()
-            except Exception:
+            except Exception:  # a broken section must not stop health
                 log.exception("health section %s failed", name)
         return payload
 

@@ -117,9 +117,9 @@ def load_or_create(configured: Path | None, storage_dir: Path, *, production: bo
     Path(storage_dir).mkdir(parents=True, exist_ok=True)
     key = Ed25519PrivateKey.generate()
     _write_new(path, key)
-    message = "no keys.signing_key configured: generated device key %s (id %s)"
     if production:
-        log.warning("%s; register its public key with the back office", message % (path, key_id(key.public_key())))
+        log.warning("no keys.signing_key configured: generated device key %s (id %s); register its public key "
+                    "with the back office", path, key_id(key.public_key()))
     else:
-        log.info(message, path, key_id(key.public_key()))
+        log.info("no keys.signing_key configured: generated device key %s (id %s)", path, key_id(key.public_key()))
     return key

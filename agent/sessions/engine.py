@@ -455,7 +455,7 @@ class SessionEngine:
                     step.ended = time.monotonic()
             if committed is None:
                 committed = await self._commit(session, outcome, reason)
-        except Exception:
+        except Exception:  # a bug must not leave PII or a stuck kiosk behind
             log.exception("session %s crashed", session.id[:8])
             outcome, reason = FAILED, "internal_error"
         finally:
@@ -697,6 +697,6 @@ class SessionEngine:
                 result = cb(event)
                 if inspect.isawaitable(result):
                     spawn(result, name="session-listener", keep=self._notifying)
-            except Exception:
+            except Exception:  # a UI bug must not break the session
                 log.exception("session listener failed")
 

@@ -209,7 +209,7 @@ class Trickle:
                     log.info("simulated citizen: %s", outcome)
                 except AgentError as exc:
                     log.warning("simulated citizen turned away: %s: %s", exc.code, exc)
-                except Exception:
+                except Exception:  # the trickle must outlive one bad citizen
                     log.exception("simulated citizen failed")
         finally:
             citizens.close()

@@ -265,7 +265,7 @@ def _resolve(waiter: Waiter, outcome: int | BaseException) -> None:
         return
     try:
         waiter(outcome)
-    except Exception:
+    except Exception:  # one bad callback must not kill the connection
         log.exception("publish outcome callback %r failed", waiter)
 
 
@@ -676,5 +676,5 @@ class Uplink:
             result = cb(*args)
             if asyncio.iscoroutine(result):
                 spawn(result, name="uplink-handler")        # referenced until done, a failure logged
-        except Exception:
+        except Exception:  # one bad handler must not kill the connection
             log.exception("uplink listener %r failed", cb)
