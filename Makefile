@@ -5,8 +5,9 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 # Debian packages the tests use: the broker and its clients, FUSE for the
 # power-cut harness, systemd-analyze and udevadm for the unit and rule checks,
-# node to evaluate the polkit rule as polkitd's JavaScript engine would.
-APT_PACKAGES := mosquitto mosquitto-clients fuse3 systemd udev nodejs
+# node to evaluate the polkit rule as polkitd's JavaScript engine would,
+# chromium for the kiosk screen's browser tests (Playwright drives it by
+# executable_path), postgresql for the back office's ledger tests.
 
 .PHONY: run test lint test-long bench venv system-deps clean
 
@@ -46,6 +47,8 @@ system-deps:
 	command -v systemd-analyze >/dev/null 2>&1 || missing="$$missing systemd"; \
 	command -v udevadm >/dev/null 2>&1 || missing="$$missing udev"; \
 	command -v node >/dev/null 2>&1 || missing="$$missing nodejs"; \
+	[ -x /usr/bin/chromium ] || missing="$$missing chromium"; \
+	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 	    echo "installing:$$missing"; \
