@@ -7,9 +7,11 @@ STAMP  := $(VENV)/.installed
 # power-cut harness, systemd-analyze and udevadm for the unit and rule checks,
 # node to evaluate the polkit rule as polkitd's JavaScript engine would,
 # chromium for the kiosk screen's browser tests (Playwright drives it by
-# executable_path), postgresql for the back office's ledger tests.
+# executable_path) with a Chinese font, postgresql for the back office's
+# ledger tests; lintian, shellcheck and debootstrap check the Debian package,
+# cage and xwayland run the kiosk screen's launcher headless (tests/packaging).
 
-.PHONY: run test lint test-long bench venv system-deps clean
+.PHONY: run test lint test-long bench bench-ledger bench-ui screenshots venv system-deps clean deb
 
 run: $(STAMP) system-deps
 	$(PY) -m agent.sim.devrun
@@ -22,7 +24,7 @@ test: lint system-deps
 # The layer contracts, ruff and mypy; their settings are in pyproject.toml.
 lint: $(STAMP)
 	$(VENV)/bin/lint-imports --no-cache
-	$(VENV)/bin/ruff check agent hal fleet provisioning firmware bench tests
+	$(VENV)/bin/ruff check agent hal fleet provisioning firmware bench tests packaging
 	$(VENV)/bin/mypy
 
 test-long: $(STAMP) system-deps
@@ -30,6 +32,20 @@ test-long: $(STAMP) system-deps
 
 bench: $(STAMP) system-deps
 	$(PY) bench/footprint.py
+
+# The back office's ledger: ingest rates against raw COPY and raw paho, latency, 1,000 kiosks (a few minutes).
+bench-ledger: $(STAMP) system-deps
+	$(PY) bench/ledger.py
+
+# The kiosk screen: click to next screen against a static page round trip, idle RSS added by the
+# local API, door edge to alarm with a screen connected (about a minute).
+bench-ui: $(STAMP) system-deps
+	$(PY) bench/ui.py
+
+# A PNG of every kiosk screen, zh and en, normal and elder mode, in build/screenshots/ (for people,
+# never test expectations; docs/screenshots/ holds a few of them at half size for the README).
+screenshots: $(STAMP) system-deps
+	$(PY) tests/ui/screenshots.py build/screenshots
 
 venv: $(STAMP)
 
@@ -49,6 +65,12 @@ system-deps:
 	command -v node >/dev/null 2>&1 || missing="$$missing nodejs"; \
 	[ -x /usr/bin/chromium ] || missing="$$missing chromium"; \
 	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
+	command -v lintian >/dev/null 2>&1 || missing="$$missing lintian"; \
+	command -v shellcheck >/dev/null 2>&1 || missing="$$missing shellcheck"; \
+	command -v debootstrap >/dev/null 2>&1 || [ -x /usr/sbin/debootstrap ] || missing="$$missing debootstrap"; \
+	[ -x /usr/bin/cage ] || missing="$$missing cage"; \
+	[ -x /usr/bin/Xwayland ] || missing="$$missing xwayland"; \
+	[ -e /usr/share/fonts/truetype/wqy/wqy-microhei.ttc ] || missing="$$missing fonts-wqy-microhei"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 	    echo "installing:$$missing"; \
@@ -59,6 +81,11 @@ system-deps:
 	    exit 1; \
 	  fi; \
 	fi
+
+# The Debian package: build/kiosk-agent_<version>_<arch>.deb (ARCH=arm64 for a
+# Raspberry Pi from any machine; packaging/build_deb.py says how).
+deb: $(STAMP)
+	$(PY) packaging/build_deb.py --out build $(if $(ARCH),--arch $(ARCH))
 
 clean:
 	rm -rf .run build *.egg-info

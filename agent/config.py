@@ -36,6 +36,7 @@ __all__ = [
     "DEFAULT_SIM_CONFIG",
     "SERIAL_DEVICES",
     "Config",
+    "LocalApiConfig",
     "deployment_warnings",
     "load_config",
     "parse_config",
@@ -296,7 +297,8 @@ class OperatorKey:
 
     id: str = field(metadata=toml(_ID))
     public_key: bytes = field(metadata=toml(_key32("Ed25519")))    # raw 32-byte Ed25519 public key
-    role: str = field(metadata=toml(_choice("operator", "admin")))
+    # backoffice: the ledger's key, allowed tx-resend only (agent.wire.signing.ROLE_COMMANDS)
+    role: str = field(metadata=toml(_choice("operator", "admin", "backoffice")))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -342,6 +344,29 @@ class ServiceConfig:
 @dataclasses.dataclass(frozen=True)
 class SessionsConfig:
     card_reminder_s: float = field(default=10.0, metadata=toml(_number(1, 600)))
+    # "more time" presses per step, each adding the step's own timeout (elder-friendly: never a
+    # countdown without a way to stretch it)
+    more_time_limit: int = field(default=2, metadata=toml(_integer(0, 10)))
+    # retakes of the face photo after the first capture
+    photo_retakes: int = field(default=3, metadata=toml(_integer(0, 10)))
+    # the language a session starts in when the screen names none (receipt, record)
+    language: str = field(default="zh", metadata=toml(_choice("zh", "en")))
+
+
+@dataclasses.dataclass(frozen=True)
+class LocalApiConfig:
+    """The kiosk screen's WebSocket API on 127.0.0.1 (agent.localapi; docs/local-api.yaml)."""
+
+    enabled: bool = field(default=True, metadata=toml(_boolean))
+    port: int = field(default=5846, metadata=toml(_integer(1024, 65535)))     # XFS4IoT's range starts here
+    # a fresh token at every start, mode 0640; relative to the config file; unset: <storage.dir>/local-api.token
+    token_file: Path | None = field(default=None, metadata=toml(_path))
+    # the kiosk browser's group, given read access to the token file when it exists
+    ui_group: str = field(default="kiosk-ui", metadata=toml(_string()))
+    # bigger messages get an acknowledge "invalidMessage"; over 2 MiB the socket closes (1009)
+    max_message_bytes: int = field(default=65_536, metadata=toml(_integer(1024, 1_048_576)))
+    # commands of one connection acknowledged and not yet completed; beyond: "tooManyRequests"
+    max_in_flight: int = field(default=16, metadata=toml(_integer(1, 1000)))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -361,6 +386,7 @@ class Config:
     evidence: EvidenceConfig = field(default=EvidenceConfig(), metadata=toml(_nested))
     sessions: SessionsConfig = field(default=SessionsConfig(), metadata=toml(_nested))
     services: tuple[ServiceConfig, ...] = field(default=(), metadata=toml(_nested))   # [[services]]
+    local_api: LocalApiConfig = field(default=LocalApiConfig(), metadata=toml(_nested))
     source: Path | None = None
     raw: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
@@ -481,6 +507,13 @@ def _commands(raw: Any) -> CommandsConfig:
     return CommandsConfig(operators=tuple(operators), **fields)
 
 
+def _local_api(raw: Any, base: Path) -> LocalApiConfig:
+    fields = _table(raw, "local_api", LocalApiConfig)
+    if "token_file" in fields:
+        fields["token_file"] = base / fields["token_file"]
+    return LocalApiConfig(**fields)
+
+
 def parse_config(data: Mapping[str, Any], source: Path | None = None) -> Config:
     """Validate a parsed TOML document; raise ConfigError naming the first bad key."""
     tables = _keys(Config)
@@ -508,6 +541,7 @@ def parse_config(data: Mapping[str, Any], source: Path | None = None) -> Config:
         evidence=_read(data.get("evidence"), "evidence", EvidenceConfig),
         sessions=_read(data.get("sessions"), "sessions", SessionsConfig),
         services=_services(data.get("services")),
+        local_api=_local_api(data.get("local_api"), base),
         source=source,
         raw=data,
     )

@@ -255,7 +255,7 @@ def add_broker_args(parser: argparse.ArgumentParser) -> None:
 
 
 # Modules adding subcommands: each has ``register(subparsers)``.
-COMMAND_MODULES: list[str] = ["fleet.commands_cli", "fleet.evidence_cli", "fleet.ca_cli"]
+COMMAND_MODULES: list[str] = ["fleet.commands_cli", "fleet.evidence_cli", "fleet.ca_cli", "fleet.kiosks_cli"]
 
 
 def add_follow_args(parser: argparse.ArgumentParser, what: str) -> None:

@@ -7,6 +7,7 @@
     kioskctl cmd --all selftest --broker ... --fleet north --key ...
     kioskctl config push k-0001 agent.toml --version 7 --broker ... --fleet north --key ...
     kioskctl tx tail --broker ... --fleet north
+    kioskctl tx resend k-0001 --epoch 9f2c... --from 41 --to 57 --broker ... --fleet north --key ledger.key
 
 ``cmd`` exit status: 0 succeeded, 1 failed, 2 usage or broker error (or a
 kiosk never seen), 3 refused by the kiosk, 4 no result in time; ``tx ack``
@@ -515,6 +516,34 @@ def cmd_tx_ack(args: argparse.Namespace) -> int:
     return {"sent": 0, "confirmed": 0, "refused": 3, "unconfirmed": 4}[status]
 
 
+def cmd_tx_resend(args: argparse.Namespace) -> int:
+    """Ask a kiosk to publish a range of its journal again (signed ``tx-resend``); exit status as ``cmd``."""
+    cmd_args = {"epoch": args.epoch, "from_seq": args.from_seq, "to_seq": args.to_seq}
+    problem = check_args("tx-resend", cmd_args)
+    if problem:
+        return _err(problem)
+    if args.to_seq < args.from_seq:
+        return _err(f"--to {args.to_seq} is before --from {args.from_seq}")
+    try:
+        key_id, key = _signing_key(args)
+        with _client(args) as client:
+            results = send_commands(client, args.fleet, [args.kiosk], "tx-resend", cmd_args, key_id, key,
+                                    ttl=args.ttl, timeout=args.timeout, on_update=_progress(args, False))
+    except (FleetError, KeyError_) as exc:
+        return _err(str(exc))
+    r = results[args.kiosk]
+    if args.json:
+        print(json.dumps(r, ensure_ascii=False))
+    elif r is None:
+        print(f"{args.kiosk}: no result within {args.timeout:g}s", file=sys.stderr)
+    elif r.get("status") == "succeeded":
+        out = r.get("result") or {}
+        missing = ", ".join(f"{a}-{b}" if a != b else str(a) for a, b in out.get("missing") or [])
+        print(f"{args.kiosk}: {out.get('queued')} record(s) queued again, {out.get('already_queued')} already "
+              f"queued" + (f"; no longer held: {missing}" if missing else ""))
+    return EXIT.get(r.get("status") if r else None, 1)
+
+
 def _ack_counters(msg: Any) -> dict[str, int] | None:
     """``ts``, ``unacked`` and ``refused`` from a health message's ``outbox.tx``."""
     data = _decode(msg.payload) if msg is not None else None
@@ -598,3 +627,18 @@ def register(sub: Any) -> None:
                      help="seconds to wait for the kiosk's next health report saying what it marked (0: do not)")
     ack.add_argument("--discover", type=float, default=1.5, help="seconds to read the kiosk's retained health")
     ack.set_defaults(func=cmd_tx_ack)
+    resend = tx.add_parser("resend", help="ask a kiosk to publish a range of its journal again (signed tx-resend)",
+                           description="Sign tx-resend with --key (a back-office key, role backoffice, or an "
+                                       "operator's) and send it to KIOSK: the records FROM..TO of EPOCH are "
+                                       "queued again, the same bytes. Exit status: 0 succeeded, 1 failed "
+                                       "(tx.epoch_gone, tx.range_gone, ...), 2 usage or broker error, 3 "
+                                       "refused, 4 no result.")
+    _signing_args(resend, "back-office private key (kioskctl keys init --role backoffice) or an operator's")
+    resend.add_argument("kiosk", help="the kiosk id")
+    resend.add_argument("--epoch", required=True, help="the journal epoch of the records (32 hex digits)")
+    resend.add_argument("--from", dest="from_seq", type=int, required=True, help="first seq to send again")
+    resend.add_argument("--to", dest="to_seq", type=int, required=True,
+                        help="last seq to send again (at most 10,000 records a request)")
+    resend.add_argument("--ttl", type=float, default=300, help="seconds the request stays valid")
+    resend.add_argument("--timeout", type=float, default=60, help="seconds to wait for the result")
+    resend.set_defaults(func=cmd_tx_resend)

@@ -3,6 +3,7 @@
 
     kioskctl evidence-keygen --out backoffice.pem      # prints the kiosk config line
     kioskctl unseal --key backoffice.pem evidence.jsonl --out ./unsealed
+    kioskctl unseal --key backoffice.pem --ledger postgresql://reader@db/ledger --tx 3f2a... --out ./unsealed
     kioskctl verify --public-key kiosk.pub tx.jsonl     # per epoch; exit 1 and the first break
 
 Input files are JSON Lines: one payload per line, or the ``{"topic", "payload"}``
@@ -39,6 +40,7 @@ from agent.wire.sealing import (
     public_key_b64,
     save_private_key,
 )
+from fleet.errors import FleetError
 from fleet.keys import evidence_snippet
 
 __all__ = ["register", "read_payloads", "read_tx_stream", "unseal_payload", "load_verify_key"]
@@ -107,14 +109,23 @@ def cmd_unseal(args: argparse.Namespace) -> int:
     except SealingError as exc:
         print(f"kioskctl unseal: {exc}", file=sys.stderr)
         return 2
+    if (args.file is None) == (args.ledger is None) or bool(args.tx) != (args.ledger is not None):
+        print("kioskctl unseal: give a FILE, or --ledger DSN with --tx ID (one or more)", file=sys.stderr)
+        return 2
     ok = bad = 0
     try:
-        for number, payload in read_payloads(args.file, "evidence"):
+        source = _ledger_payloads(args.ledger, args.tx) if args.ledger else (
+            (f"{args.file}:{number}", payload) for number, payload in read_payloads(args.file, "evidence"))
+        for where, payload in source:
+            if payload is None:
+                bad += 1
+                print(f"{where}: the ledger holds no evidence for this transaction", file=sys.stderr)
+                continue
             try:
                 content = unseal_payload(key, payload)
             except (SealingError, ValueError, KeyError) as exc:
                 bad += 1
-                print(f"{args.file}:{number}: tx {payload.get('tx')}: {exc}", file=sys.stderr)
+                print(f"{where}: tx {payload.get('tx')}: {exc}", file=sys.stderr)
                 continue
             ok += 1
             summary = {"tx": content["tx"], "service": content.get("service"), "card": content["card"],
@@ -124,11 +135,24 @@ def cmd_unseal(args: argparse.Namespace) -> int:
             if args.out:
                 summary["exported"] = str(_export(args.out, content))
             print(json.dumps(summary, ensure_ascii=False), flush=True)
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, FleetError) as exc:
         print(f"kioskctl unseal: {exc}", file=sys.stderr)
         return 2
     print(f"unsealed {ok} bundle(s), {bad} failed", file=sys.stderr)
     return 0 if bad == 0 and ok > 0 else 1
+
+
+def _ledger_payloads(dsn: str, ids: list[str]) -> Iterator[tuple[str, dict[str, Any] | None]]:
+    """``(where, payload)`` of each transaction's sealed bundle as the ledger stored it (None: it has none)."""
+    try:
+        from fleet.ledger.db import connect
+        from fleet.ledger.report import sealed_evidence
+    except ImportError as exc:      # psycopg: the [backoffice] extra, never on a kiosk
+        raise ValueError(f"--ledger needs kiosk-agent's [backoffice] extra ({exc})") from None
+    with connect(dsn) as conn:
+        found = sealed_evidence(conn, ids)
+    for tx in ids:
+        yield f"ledger tx {tx}", found.get(tx)
 
 
 def load_verify_key(value: str) -> bytes:
@@ -272,7 +296,12 @@ def register(sub: Any) -> None:
     unseal = sub.add_parser("unseal", help="decrypt evidence bundles with the back office's private key")
     unseal.add_argument("--key", type=Path, required=True, help="back-office X25519 private key (PEM)")
     unseal.add_argument("--out", type=Path, help="export card.json, photo.wlt, face.jpg, mailing.json per tx")
-    unseal.add_argument("file", type=Path, help="JSON Lines of evidence payloads or watch --json lines; - for stdin")
+    unseal.add_argument("file", type=Path, nargs="?",
+                        help="JSON Lines of evidence payloads or watch --json lines; - for stdin")
+    unseal.add_argument("--ledger", metavar="DSN", help="read the bundles from the ledger's PostgreSQL instead "
+                        "(kiosk-ledger's database.dsn; a read replica will do)")
+    unseal.add_argument("--tx", action="append", default=[], metavar="ID",
+                        help="with --ledger: the transaction whose bundle to open (repeat for more)")
     unseal.set_defaults(func=cmd_unseal)
 
     verify = sub.add_parser("verify", help="check signatures, hash chain and gapless seq of captured tx records")

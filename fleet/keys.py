@@ -72,7 +72,7 @@ def load_key(path: Path, key_id: str | None = None) -> tuple[str, Ed25519Private
 def config_snippet(key_id: str, key: Ed25519PrivateKey, role: str) -> str:
     """What to paste into a kiosk's agent.toml to trust this key."""
     if role == "backoffice":
-        return backoffice_snippet(public_b64(key))
+        return backoffice_snippet(public_b64(key), key_id)
     return f'[[commands.operators]]\nid = "{key_id}"\npublic_key = "{public_b64(key)}"\nrole = "{role}"\n'
 
 
@@ -87,8 +87,13 @@ def evidence_snippet(recipient_b64: str, comment: str) -> str:
             "# ack_public_keys: the line kioskctl keys init --role backoffice prints goes here\n")
 
 
-def backoffice_snippet(ack_b64: str) -> str:
-    """``keys init --role backoffice``'s line, for the [evidence] table evidence-keygen's lines open."""
-    return ("# back-office acknowledgement key: below the [evidence] lines of kioskctl evidence-keygen\n"
-            "# (uncomment the header only if agent.toml has no [evidence] table; a second key joins the list)\n"
-            f"# [evidence]\nack_public_keys = [\"{ack_b64}\"]\n")
+def backoffice_snippet(ack_b64: str, key_id: str | None = None) -> str:
+    """``keys init --role backoffice``'s lines: the ack key for the [evidence] table evidence-keygen's lines
+    open, then (with ``key_id``) the same key trusted for ``tx-resend`` alone, so the ledger can ask for a gap."""
+    lines = ("# back-office acknowledgement key: below the [evidence] lines of kioskctl evidence-keygen\n"
+             "# (uncomment the header only if agent.toml has no [evidence] table; a second key joins the list)\n"
+             f"# [evidence]\nack_public_keys = [\"{ack_b64}\"]\n")
+    if key_id is None:
+        return lines
+    return (lines + "# the same key may ask for transactions to be sent again (tx-resend), and nothing else\n"
+            f'[[commands.operators]]\nid = "{key_id}"\npublic_key = "{ack_b64}"\nrole = "backoffice"\n')

@@ -17,6 +17,7 @@ import importlib.util
 import logging
 import threading
 import time
+from collections.abc import Callable
 from importlib import resources
 from typing import Any
 
@@ -88,7 +89,8 @@ class Camera:
 class SimCamera(Camera):
     """Returns a real JPEG shipped in ``hal/sim/data`` (no camera, no image library).
 
-    ``fail(True)`` makes captures raise CameraError, for fault tests.
+    ``fail(True)`` makes captures raise CameraError, for fault tests; ``control_actions()``
+    offers it to ``kiosk-agent sim camera fail|recover``.
     """
 
     model = "simulated"
@@ -103,6 +105,22 @@ class SimCamera(Camera):
 
     def fail(self, on: bool = True) -> None:
         self.failing = on
+
+    def control_actions(self) -> dict[str, Callable[[list[str]], dict[str, Any]]]:
+        """``kiosk-agent sim camera fail|recover|status``: a device fault a test can cause mid-session.
+
+        ``fail`` makes every capture raise CameraError (the session at its photo
+        step ends failed, the ``camera_fault`` alarm is raised); ``recover`` undoes it.
+        """
+        def set_failing(on: bool) -> dict[str, Any]:
+            self.fail(on)
+            return self._summary()
+
+        return {"fail": lambda _a: set_failing(True), "recover": lambda _a: set_failing(False),
+                "status": lambda _a: self._summary()}
+
+    def _summary(self) -> dict[str, Any]:
+        return {"failing": self.failing, "captures": self.captures}
 
     def capture_still(self) -> Still:
         if self.failing:

@@ -8,6 +8,8 @@
     # rehearse on any Debian machine, everything under a directory:
     kiosk-provision --root /tmp/kiosk --non-interactive --kiosk-id k-0001 --fleet north \\
         --site "Outlet 37" --mqtt-url mqtts://broker.example:8883 --ca-dir ~/.kioskctl/ca
+    # what the board preparation would change (UART, console, watchdog, screen, GPIO), nothing changed:
+    sudo kiosk-provision --dry-run
     # erase keys and citizen data:
     sudo kiosk-provision decommission --yes
     # renew the TLS certificate over MQTT when within 60 days of expiry (daily timer):
@@ -30,6 +32,7 @@ import dataclasses
 import os
 import re
 import socket
+import subprocess
 import sys
 import tomllib
 from pathlib import Path
@@ -65,6 +68,11 @@ def build_parser() -> argparse.ArgumentParser:
     dec.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     dec.add_argument("--all", action="store_true", help="also remove agent.toml, the unit, rules and the log")
     dec.add_argument("--root", type=Path, default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    brd = sub.add_parser("board", help="only the board preparation (UART, serial console, watchdog, "
+                                       "blanking, screen, GPIO library)")
+    brd.add_argument("--dry-run", action="store_true", help="list what would change; change nothing")
+    brd.add_argument("--no-reboot", dest="reboot", action="store_false", help="do not reboot when needed")
+    brd.add_argument("--root", type=Path, default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     ren = sub.add_parser("renew", help="renew the TLS certificate over MQTT when it is due (run daily)")
     ren.add_argument("--days-before", type=int, default=60, help="start this many days before expiry")
     ren.add_argument("--force", action="store_true", help="renew now even if not due")
@@ -100,6 +108,12 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--printer", dest="printer_url",
                    help="serial URL of the receipt printer for the slip (default /dev/kiosk/printer)")
     g.add_argument("--non-interactive", action="store_true", help="never prompt; missing answers are errors")
+    g.add_argument("--no-board", dest="prepare_board", action="store_false", default=None,
+                   help="skip the board preparation (UART, console, watchdog, blanking, screen, GPIO)")
+    g.add_argument("--no-reboot", dest="reboot", action="store_false", default=None,
+                   help="do not reboot at the end even when the board preparation needs it")
+    g.add_argument("--dry-run", action="store_true",
+                   help="list what the board preparation would change, change nothing, and stop")
     return parser
 
 
@@ -210,6 +224,8 @@ def main(argv: list[str] | None = None) -> int:
                     return 1
             decommission(lay, everything=args.all)
             return 0
+        if args.command == "board" or getattr(args, "dry_run", False):
+            return _board_only(lay, dry_run=args.dry_run, reboot=args.reboot is not False)
         if args.command == "renew":
             from provisioning.renew import renew
             return renew(lay, sys.stdout, days_before=args.days_before, force=args.force, timeout_s=args.timeout)
@@ -242,7 +258,43 @@ def main(argv: list[str] | None = None) -> int:
         print("provisioned, but waiting for the certificate (exit 3)")
     else:
         print("provisioned")
+    _reboot_if_needed(lay, result.reboot_reasons, answers.reboot)
     return result.exit_code
+
+
+def _board_only(lay: Layout, *, dry_run: bool, reboot: bool) -> int:
+    from provisioning.board import prepare_board
+    report = prepare_board(lay, dry_run=dry_run)
+    for line in report.ok:
+        print(f"ok: {line}")
+    for reason in report.pending:
+        print(f"done by an earlier run, waiting for the reboot: {reason}")
+    for change in report.changes:
+        state = "would change" if dry_run else ("changed" if change.applied else "left to do on the kiosk")
+        print(f"{state}: {change.what}" + (" (needs a reboot)" if change.reboot else ""))
+    if dry_run:
+        needs = any(c.reboot for c in report.changes) or bool(report.pending)
+        print(f"dry run: nothing changed ({len(report.changes)} change(s) listed"
+              + ("; a reboot would follow" if needs else "") + ")")
+        return 0
+    if not report.changes:
+        print("the board is prepared; nothing changed")
+    _reboot_if_needed(lay, report.reboot_reasons(), reboot)
+    return 0
+
+
+def _reboot_if_needed(lay: Layout, reasons: list[str], reboot: bool) -> None:
+    """The one reboot of a visit: only when a board change takes effect at boot; never for a staging root."""
+    if not reasons:
+        return
+    print("a reboot applies: " + "; ".join(reasons))
+    if lay.staging:
+        print(f"staging root {lay.root}: not rebooting (the kiosk applies these at its next boot)")
+    elif not reboot:
+        print("not rebooting (--no-reboot): run `sudo reboot` before the kiosk goes into service")
+    else:
+        print("rebooting now; after it, check the screen and `sudo kiosk-agent selftest`", flush=True)
+        subprocess.run(["systemctl", "reboot"], check=False)
 
 
 if __name__ == "__main__":

@@ -59,6 +59,8 @@ __all__ = [
 ]
 
 SHIPPED_EXEC = "/opt/kiosk-agent/bin/kiosk-agent"
+PACKAGED_UNIT_DIR = "/lib/systemd/system"     # where the Debian package puts its units
+SCREEN_TOKEN = "/run/kiosk-ui/token"           # the local API token where kiosk-screen.service reads it
 SERVICE_GROUPS = ("dialout", "gpio", "video")
 _NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,63}$")
 RENEW_BEFORE_DAYS = 60
@@ -88,6 +90,8 @@ class Answers:
     print_slip: bool = True
     printer_url: str | None = None      # default /dev/kiosk/printer on a kiosk; staging prints only if given
     fleet_trust: Path | None = None     # the fleet office's keys: [[commands.operators]], [evidence]
+    prepare_board: bool = True          # UART, serial console, watchdog, blanking, screen, GPIO (provisioning.board)
+    reboot: bool = True                 # reboot at the end when the board preparation needs it
     kept_trust: str = ""                # without fleet_trust: the trust the current agent.toml holds, kept
 
     def problem(self, name: str) -> str | None:
@@ -154,6 +158,7 @@ class Result:
     exit_code: int = 0
     state: list[str] = dataclasses.field(default_factory=list)    # the log's body (no timestamps)
     messages: list[str] = dataclasses.field(default_factory=list)
+    reboot_reasons: list[str] = dataclasses.field(default_factory=list)   # board changes applied at boot
 
 
 # --- small idempotent file operations ---------------------------------------
@@ -258,6 +263,9 @@ def config_text(a: Answers, lay: Layout) -> str:
             # udev's stable names (systemd/99-kiosk.rules); the sim backend serves its own ptys.
             lines.append(f"url = {_q('/dev/kiosk/' + device)}")
     lines += ["", "[devices.camera]", "", "[devices.gpio]"]
+    if lay.p(f"{PACKAGED_UNIT_DIR}/kiosk-screen.service").exists():
+        # The package's kiosk screen reads the token there (kiosk-screen.tmpfiles: setgid kiosk-ui).
+        lines += ["", "[local_api]", f"token_file = {_q(SCREEN_TOKEN)}"]
     text = "\n".join(lines) + "\n"
     if a.fleet_trust is not None:
         text += f"\n{TRUST_MARK}{a.fleet_trust.name}:\n" + fleet_trust_text(a.fleet_trust)
@@ -294,7 +302,7 @@ def fleet_trust_text(path: Path) -> str:
 # --- the steps ------------------------------------------------------------------------
 
 def _check_system(lay: Layout, rep: Reporter, res: Result) -> None:
-    rep.step("Checking the system")
+    rep.step("Checking the system and preparing the board")
     # (Python >= 3.11 is a given: this module would not import on an older one.)
     os_name = "unknown"
     try:
@@ -339,6 +347,29 @@ def _group_exists(name: str) -> bool:
         return True
     except KeyError:
         return False
+
+
+def _board(a: Answers, lay: Layout, rep: Reporter, res: Result) -> None:
+    """Board preparation (provisioning.board), reported under step 1."""
+    if not a.prepare_board:
+        rep.line("board preparation: skipped (--no-board)")
+        return
+    from provisioning.board import prepare_board
+    report = prepare_board(lay)
+    for line in report.ok:
+        rep.line(f"board: {line}")
+    for reason in report.pending:
+        rep.line(f"board: done by an earlier run, waiting for the reboot: {reason}")
+    for change in report.changes:
+        done = "done" if change.applied else "LEFT TO DO on the kiosk"
+        rep.line(f"board: {change.what}: {done}" + (" (at the next boot)" if change.reboot else ""))
+        res.state.append(f"board {change.step}: {change.what}" + ("" if change.applied else " (left to do)"))
+    res.reboot_reasons = report.reboot_reasons()
+    # The running kernel still has the old settings: its warnings are answered by the reboot.
+    if report.changed("serial-console"):
+        res.messages = [m for m in res.messages if "login console runs on the serial" not in m]
+    if report.changed("watchdog"):
+        res.messages = [m for m in res.messages if "hardware watchdog is not active" not in m]
 
 
 def _service_user(lay: Layout, rep: Reporter, res: Result) -> None:
@@ -518,8 +549,35 @@ def _enable(lay: Layout, unit: Path, wants: Path, rep: Reporter, res: Result) ->
     res.state.append(f"{lay.target(wants)} -> {target}")
 
 
+def _install_packaged(lay: Layout, rep: Reporter, res: Result) -> None:
+    """The Debian package put the units and rules in their places: enable, never copy to /etc."""
+    rep.line(f"installed by the kiosk-agent package ({PACKAGED_UNIT_DIR}, /usr/lib/tmpfiles.d, /lib/udev/rules.d)")
+    for copy in (lay.unit, lay.renew_service, lay.renew_timer, lay.tmpfiles, lay.udev, lay.polkit):
+        if copy.exists():
+            # An earlier provisioning without the package left it: it would shadow the package's file.
+            res.messages.append(f"warning: {lay.target(copy)} overrides the package's file; remove it unless "
+                                "that is intended")
+    unit = lay.p(f"{PACKAGED_UNIT_DIR}/{UNIT_NAME}")
+    timer = lay.p(f"{PACKAGED_UNIT_DIR}/{RENEW_TIMER}")
+    if lay.staging or not _systemd_running():
+        _enable(lay, unit, lay.wants, rep, res)
+        _enable(lay, timer, lay.renew_wants, rep, res)
+        return
+    for argv in (["systemctl", "daemon-reload"], ["systemctl", "enable", UNIT_NAME, RENEW_TIMER],
+                 ["systemd-tmpfiles", "--create", "kiosk-agent.conf"]):
+        r = _run(argv)
+        if r.returncode != 0:
+            raise InstallError(f"{' '.join(argv)}: {r.stderr.strip()}")
+    _run(["systemctl", "start", RENEW_TIMER])
+    rep.line("enabled with systemctl; tmpfiles applied")
+    res.state.append(f"{UNIT_NAME} and {RENEW_TIMER} enabled (packaged)")
+
+
 def _install(a: Answers, lay: Layout, own: Owner, rep: Reporter, res: Result) -> None:
     rep.step("systemd units, tmpfiles entry, udev rules, polkit rule")
+    if lay.p(f"{PACKAGED_UNIT_DIR}/{UNIT_NAME}").exists():
+        _install_packaged(lay, rep, res)
+        return
     try:
         unit = Layout.shipped(UNIT_NAME).read_text()
         renew_unit = Layout.shipped(RENEW_SERVICE).read_text()
@@ -566,6 +624,11 @@ def _selftest(a: Answers, lay: Layout, rep: Reporter, res: Result) -> None:
     if not a.selftest:
         rep.line("skipped (--no-selftest)")
         res.state.append("selftest: skipped by the installer")
+        return
+    if res.reboot_reasons and not lay.staging:
+        # The header UART and console change only at boot: a co-processor there cannot answer yet.
+        rep.line("deferred to after the reboot the board preparation needs: sudo kiosk-agent selftest")
+        res.state.append("selftest: deferred (reboot pending)")
         return
     if lay.staging and not a.staged_paths:
         rep.line("skipped: agent.toml points at the kiosk's paths; rehearse it with --staged-paths")
@@ -621,6 +684,7 @@ def provision(a: Answers, lay: Layout, rep: Reporter, *, now: Callable[[], dt.da
     res = Result()
     lay.root.mkdir(parents=True, exist_ok=True)
     _check_system(lay, rep, res)
+    _board(a, lay, rep, res)
     _service_user(lay, rep, res)
     own = Owner(lay)
     _dirs(lay, own, res)

@@ -74,6 +74,9 @@ def tree_copy(tmp_path_factory: pytest.TempPathFactory) -> Path:
     ("agent/wire/_probe.py", "agent.store.database", "agent-layers"),
     ("agent/store/_probe.py", "agent.control.commands", "agent-layers"),
     ("agent/runtime/_probe.py", "agent.sim.devrun", "agent-layers"),
+    ("agent/localapi/_probe.py", "agent.runtime.daemon", "agent-layers"),
+    ("agent/sessions/_probe.py", "psycopg", "kiosk-no-backoffice"),
+    ("provisioning/_probe.py", "fleet.ledger.db", "kiosk-no-backoffice"),
 ])
 def test_each_contract_catches_its_violation(tree_copy: Path, probe: str, imports: str, contract: str) -> None:
     path = tree_copy / probe
@@ -127,7 +130,11 @@ def test_runtime_dependencies_within_budget() -> None:
             todo.extend(_requirement_names(name))
         except metadata.PackageNotFoundError:
             pytest.fail(f"runtime dependency {name} is not installed")
-    assert len(seen) <= 8, sorted(seen)
+    # DESIGN's budget is 8; websockets (the screen's local API, no dependencies of
+    # its own) is the one more that docs/architecture.md justifies. A tenth needs
+    # the same: raise this only with a written reason.
+    assert len(seen) <= 9, sorted(seen)
+    assert "websockets" in seen
     assert {"paho-mqtt", "pyserial", "cryptography", "pynacl", "cffi"} <= seen
     assert "typing-extensions" not in seen      # cryptography needs it only before 3.11
 
@@ -137,7 +144,7 @@ def test_console_scripts_exist_and_print_help() -> None:
     cfg.read(ROOT / "setup.cfg")
     scripts = [line.split("=")[0].strip() for line in cfg["options.entry_points"]["console_scripts"].splitlines()
                if line.strip()]
-    assert set(scripts) == {"kiosk-agent", "kiosk-provision", "kioskctl"}
+    assert set(scripts) == {"kiosk-agent", "kiosk-provision", "kioskctl", "kiosk-ledger"}
     bindir = Path(sys.executable).parent
     for script in scripts:
         proc = subprocess.run([str(bindir / script), "--help"], capture_output=True, text=True, timeout=60)

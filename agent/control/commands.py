@@ -64,7 +64,7 @@ if TYPE_CHECKING:
 # shared with kioskctl; re-exported here for the component's users.
 __all__ = ["CommandService", "CommandRefused", "CommandFailed", "Verified", "verify_command", "verify_signed",
            "SPECS", "ResultSender", "LogRing", "redact", "HANDLERS", "COMMANDS", "Command", "RegistryMismatch",
-           "build_registry", "Connection", "ResultSink", "Kiosk", "HealthBoard", "AlarmDesk"]
+           "build_registry", "Connection", "ResultSink", "Kiosk", "HealthBoard", "AlarmDesk", "TxJournal"]
 
 log = logging.getLogger(__name__)
 
@@ -254,6 +254,12 @@ class AlarmDesk(Protocol):
     def acknowledge(self, code: str, by: str) -> AcknowledgedAlarm: ...
 
 
+class TxJournal(Protocol):
+    """The journal as ``tx-resend`` uses it (:class:`agent.store.journal.Journal`)."""
+
+    async def resend(self, epoch: str, from_seq: int, to_seq: int) -> dict[str, Any]: ...
+
+
 SimActions = dict[str, dict[str, Callable[[Any], Any]]]
 
 
@@ -346,8 +352,10 @@ class CommandService:
     def __init__(self, kiosk: Kiosk, *, store: Store, uplink: Connection, outbox: ResultSink | None,
                  health: HealthBoard | None = None, alarms: AlarmDesk | None = None,
                  devices: Mapping[str, Peripheral] | None = None, simulated: bool = False,
-                 sim_actions: SimActions | None = None, remote_config: RemoteConfig | None = None) -> None:
+                 sim_actions: SimActions | None = None, remote_config: RemoteConfig | None = None,
+                 journal: TxJournal | None = None) -> None:
         self.kiosk = kiosk
+        self.journal = journal
         self.store = store
         self.uplink = uplink
         self.health = health
@@ -835,10 +843,27 @@ async def _firmware_update(svc: CommandService, cmd: Verified, ctx: Context) -> 
     return {"updated": True, "version": str(version)}
 
 
+async def _tx_resend(svc: CommandService, cmd: Verified, ctx: Context) -> dict[str, Any]:
+    """Queue a range of journal records again: the back office's ledger found a gap (fleet/ledger/gaps.py)."""
+    if svc.journal is None:
+        raise CommandFailed("cmd.unavailable", "the journal is not running")
+    args = cmd.args
+    try:
+        result = await svc.journal.resend(args["epoch"], args["from_seq"], args["to_seq"])
+    except AgentError as exc:      # ResendRefused (tx.epoch_gone, tx.range_gone, ...), StoreError: their code says
+        detail = getattr(exc, "detail", None)
+        raise CommandFailed(exc.code, str(exc), detail if isinstance(detail, dict) else None) from None
+    missing = result.get("missing") or []
+    if len(missing) > 100:      # a result stays small; the count says how many more
+        result = {**result, "missing": missing[:100], "missing_ranges": len(missing)}
+    return result
+
+
 HANDLERS: dict[str, Handler] = {
     "ping": _ping, "get-health": _get_health, "selftest": _selftest, "set-mode": _set_mode,
     "print-test-page": _print_test_page, "collect-logs": _collect_logs, "ack-alarm": _ack_alarm, "reboot": _reboot,
     "restart-agent": _restart_agent, "update-config": _update_config, "firmware-update": _firmware_update,
+    "tx-resend": _tx_resend,
 }
 
 

@@ -34,6 +34,8 @@ from agent.config import Config, load_config
 from agent.control.commands import CommandService
 from agent.control.remoteconfig import RemoteConfig
 from agent.errors import AgentError, ConfigError, StoreError
+from agent.localapi.component import build_local_api
+from agent.localapi.server import LocalApiServer
 from agent.runtime.alarms import Alarms
 from agent.runtime.health import HealthReporter, certificate_alarm, system_alarms, system_snapshot
 from agent.runtime.keys import load_or_create, load_private
@@ -108,6 +110,7 @@ class Agent:
         self.commands: CommandService | None = None
         self.remote_config: RemoteConfig | None = None
         self.session_engine: SessionEngine | None = None
+        self.local_api: LocalApiServer | None = None
         # Called with every DeviceEvent on the loop (the session engine is one).
         self.event_listeners: list[Callable[[DeviceEvent], None]] = []
         self._background: set[asyncio.Future[Any]] = set()
@@ -241,7 +244,7 @@ class Agent:
             notify(f"STATUS=reload refused: {exc}")
             return
         changed = [name for name in ("kiosk", "mqtt", "storage", "hal", "health", "keys", "devices",
-                                     "sim", "logging", "commands", "evidence", "sessions", "services")
+                                     "sim", "logging", "commands", "evidence", "sessions", "services", "local_api")
                    if getattr(new, name) != getattr(self.cfg, name)]
         log.info("configuration reloaded; changed: %s", ", ".join(changed) or "nothing")
         if all(name in HOT_RELOADABLE for name in changed):
@@ -351,6 +354,15 @@ class Agent:
             if companion is not None:
                 stack.push_async_callback(companion.stop)
 
+        if cfg.local_api.enabled:
+            # The kiosk screen's API, last up and first down: it serves the parts above.
+            self.local_api = build_local_api(
+                cfg, engine=components[2], devices=self.peripherals.devices, device_events=self.event_listeners,
+                mode=lambda: self.mode, online=lambda: self.uplink is not None and self.uplink.connected,
+                sim_actions=self.simcontrol.actions if self.simcontrol is not None else None)
+            await self.local_api.start()
+            stack.push_async_callback(self.local_api.stop)
+
         if cfg.sim.tx_per_minute > 0:
             await self._start_synthetic_load(stack)
 
@@ -365,7 +377,7 @@ class Agent:
                                   alarms=self.alarms, devices=peripherals.devices,
                                   simulated=peripherals.backend.simulated,
                                   sim_actions=self.simcontrol.actions if self.simcontrol is not None else None,
-                                  remote_config=remote_config)
+                                  remote_config=remote_config, journal=self.journal)
         io = DeviceIO(peripherals.devices, journal=self.journal, outbox=outbox, kiosk=cfg.kiosk,
                       light_tower=peripherals.light_tower)
         engine = SessionEngine(cfg, io, store=store, topics=self.topics, uplink=uplink, mode=lambda: self.mode,

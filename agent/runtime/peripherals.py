@@ -228,6 +228,11 @@ class Peripherals:
             control = getattr(sim, "control_actions", None)
             if callable(control):
                 actions.setdefault(name, {}).update(control())
+        for name, device in self.devices.items():
+            # A simulated backend without a pty (the camera) offers its own controls.
+            backend_control = getattr(getattr(device, "camera", None), "control_actions", None)
+            if callable(backend_control):
+                actions.setdefault(name, {}).update(backend_control())
         if self.light_tower is not None:
             tower = self.light_tower
             actions["light_tower"] = {"status": lambda _a: {"lit": tower.lit(), "mode": tower.mode}}

@@ -16,20 +16,38 @@ The UI API is plain async methods (``begin`` rather than ``start``, which
 is the component lifecycle):
 
     engine = agent.session_engine
-    await engine.begin("pension_record_print")   # SessionError if busy, not in service, ...
+    engine.services()        # the menu, each entry with available / unavailable_reason
+    await engine.begin("pension_record_print", language="en")   # SessionError if busy, not in service, ...
+    engine.set_language("zh")                # any time: the receipt and the record follow it
     engine.status()          # {"state": "active", "step": "read_id", ...}: never PII
     await engine.set_consent(face=True)
+    await engine.accept_photo()              # or retake_photo(), after a photo_preview event
+    await engine.provide_address(use_card_address=True, phone="13800000000")
     await engine.provide_address(recipient="...", phone="...", address="...", postcode="...")
+    await engine.more_time()                 # the waiting step's countdown, once more
     await engine.confirm()
-    await engine.cancel()
-    engine.add_listener(lambda ev: print(ev["event"]))   # step, ended, card_left, ...
+    await engine.cancel()                    # the citizen: abandoned
+    await engine.abort("screen_lost")        # the kiosk: failed, data wiped
+    engine.add_listener(lambda ev: print(ev["event"]))   # step, card_read, photo_preview, ended, ...
     await engine.wait_idle()
+
+Listener events carry no PII beyond masked forms (``name_masked`` "张*明",
+``id_masked`` "11**********1234"); the one exception is ``photo_preview``,
+whose ``jpeg`` is a copy the engine zeroes when the photo is retaken and when
+the session ends, so a listener must use it (encode it) during its call.
 
 The receipt is printed only after the transaction is committed (fsync) to
 the journal; the print step therefore appears in the record as
 ``after_commit``, and a follow-up ``receipt`` record says how the print went
 (``printed``, ``failed`` or ``skipped``, with the printer's code). A service
-whose receipt is its purpose is refused while the printer cannot print.
+whose receipt is its purpose is refused while the printer cannot print, and
+looked at again before its commit: a printer gone since ``begin`` ends the
+session ``failed`` / ``printer_unavailable``, nothing committed as completed.
+
+A card reader that cannot read (its SAM reports a fault, its status turns
+``fault``, or READER_FAULT_READS reads fail in a row during read_id) sends
+``card_rejected {reason: "reader_fault"}`` and ends the session ``failed`` /
+``idcard: <code>``, a device fault, instead of waiting out the step.
 """
 
 from __future__ import annotations
@@ -40,6 +58,7 @@ import datetime as dt
 import enum
 import inspect
 import logging
+import re
 import time
 import uuid
 from collections.abc import Callable, Mapping
@@ -49,29 +68,62 @@ from agent.config import Config, ServiceConfig
 from agent.errors import AgentError
 from agent.sessions.catalogue import Catalogue
 from agent.sessions.evidence import EvidenceContent, EvidenceStore, evidence_payload, seal_content
-from agent.sessions.sessionio import DeviceIO, dev_recipient_key, mask_id, mask_reference, s10_waybill
+from agent.sessions.sessionio import (
+    DeviceIO,
+    dev_recipient_key,
+    mask_id,
+    mask_name,
+    mask_reference,
+    s10_waybill,
+)
 from agent.store.database import Store
 from agent.tasks import spawn
 from agent.wire.contract import Topics
+from hal.device import FAULT as FAULT_STATE
 from hal.device import DeviceEvent
 
 __all__ = ["SessionEngine", "SessionError", "Busy", "NotInService", "OfflineNotAllowed", "NoSession",
-           "WrongStep", "PrinterUnavailable", "mask_id", "mask_reference", "s10_waybill", "COMPLETED", "ABANDONED",
-           "FAILED", "RECEIPT_PRINTED", "RECEIPT_FAILED", "RECEIPT_SKIPPED"]
+           "WrongStep", "PrinterUnavailable", "NoDevice", "NoRetakesLeft", "NoMoreTime", "UnsupportedLanguage",
+           "InvalidInput", "InvalidPhone", "InvalidPostcode", "InvalidAddress", "NoCardAddress",
+           "mask_id", "mask_name", "mask_reference", "s10_waybill", "COMPLETED", "ABANDONED",
+           "FAILED", "PRINTER_UNAVAILABLE", "READER_FAULT", "RECEIPT_PRINTED", "RECEIPT_FAILED", "RECEIPT_SKIPPED",
+           "LANGUAGES", "UNAVAILABLE_REASONS"]
 
 log = logging.getLogger(__name__)
 
 COMPLETED, ABANDONED, FAILED = "completed", "abandoned", "failed"
+PRINTER_UNAVAILABLE = "printer_unavailable"   # the failed reason of a receipt-purpose session at its commit
+READER_FAULT = "reader_fault"                 # card_rejected: the reader, not the card, failed
 RECEIPT_PRINTED, RECEIPT_FAILED, RECEIPT_SKIPPED = "printed", "failed", "skipped"
 _TICK_S = 0.25            # how often a waiting step looks at mode and door
+SERVICES_WATCH_S = 0.5    # how often availability (mode, online, printer, door) is compared for services_changed
 CARD_REMINDERS = 3
+# Card read errors in a row (no card read between them) after which the reader, not the card, is at fault:
+# a card moved mid-read fails once or twice, a broken reader fails at every poll.
+READER_FAULT_READS = 3
+# SAM status words that say the reader's SAM is broken, whatever card is on it (hal.protocols.sam).
+_SAM_FAULT_CODES = frozenset({"hal.idcard.sam_selftest", "hal.idcard.sam_unauthorised"})
 SWEEP_INTERVAL_S = 3600.0
+LANGUAGES = ("zh", "en")
+# Why a service is not offered now: the screen shows a text per code (docs/local-api.yaml).
+UNAVAILABLE_REASONS = ("offline", "printer_out_of_paper", "printer_unavailable", "maintenance", "out_of_service",
+                       "door_open", "device_missing")
+_STEP_DEVICES = {"read_id": "idcard", "capture_photo": "camera", "scan_payment": "scanner"}
+_ABORT_REASON = re.compile(r"[a-z][a-z0-9_]{0,39}")
+_PHONE = re.compile(r"1[3-9][0-9]{9}|0[1-9][0-9]{1,2}-?[1-9][0-9]{6,7}")   # mobile, or area code + landline
+_POSTCODE = re.compile(r"[0-9]{6}")
+_MAX_RECIPIENT, _MAX_ADDRESS = 40, 200
 
 
 class SessionError(AgentError):
-    """A UI call that cannot be served now."""
+    """A UI call that cannot be served now.
+
+    ``unavailable_reason`` is set on a refused ``begin()``: one of
+    UNAVAILABLE_REASONS, the same code ``services()`` gives.
+    """
 
     code = "agent.session.error"
+    unavailable_reason: str | None = None
 
 
 class Busy(SessionError):
@@ -102,6 +154,12 @@ class PrinterUnavailable(SessionError):
         self.reason = reason
 
 
+class NoDevice(SessionError):
+    """The service needs a peripheral this kiosk does not have configured."""
+
+    code = "agent.session.device_missing"
+
+
 class NoSession(SessionError):
     """No session is running."""
 
@@ -112,6 +170,75 @@ class WrongStep(SessionError):
     """The call does not fit the current step."""
 
     code = "agent.session.wrong_step"
+
+
+class NoRetakesLeft(SessionError):
+    """The citizen has used every retake of the face photo."""
+
+    code = "agent.session.no_retakes_left"
+
+
+class NoMoreTime(SessionError):
+    """The step's "more time" presses are used up."""
+
+    code = "agent.session.no_more_time"
+
+
+class UnsupportedLanguage(SessionError):
+    """A language the kiosk does not speak (LANGUAGES)."""
+
+    code = "agent.session.bad_language"
+
+
+class InvalidInput(SessionError):
+    """What the citizen entered is not acceptable; the message never repeats it."""
+
+    code = "agent.session.invalid_input"
+
+
+class InvalidPhone(InvalidInput):
+    code = "agent.session.invalid_phone"
+
+
+class InvalidPostcode(InvalidInput):
+    code = "agent.session.invalid_postcode"
+
+
+class InvalidAddress(InvalidInput):
+    """Recipient or address empty, too long, or with control characters."""
+
+    code = "agent.session.invalid_address"
+
+
+class NoCardAddress(InvalidInput):
+    """"Use the address on my ID card" with a card that has none (a foreigner's permanent residence card)."""
+
+    code = "agent.session.no_card_address"
+
+
+def _checked_phone(phone: object) -> str:
+    text = phone.strip().replace(" ", "") if isinstance(phone, str) else ""
+    if not _PHONE.fullmatch(text):
+        raise InvalidPhone("a phone number is 11 digits starting with 1, or an area code and a landline number")
+    return text
+
+
+def _checked_postcode(postcode: object) -> str:
+    text = postcode.strip() if isinstance(postcode, str) else ""
+    if not _POSTCODE.fullmatch(text):
+        raise InvalidPostcode("a postcode is 6 digits")
+    return text
+
+
+def _checked_text(value: object, what: str, limit: int) -> str:
+    text = value.strip() if isinstance(value, str) else ""
+    if not text:
+        raise InvalidAddress(f"the {what} is required")
+    if len(text) > limit:
+        raise InvalidAddress(f"the {what} is longer than {limit} characters")
+    if any(ord(c) < 0x20 or 0x7F <= ord(c) < 0xA0 for c in text):
+        raise InvalidAddress(f"the {what} contains control characters")
+    return text
 
 
 class _StepFailed(Exception):
@@ -138,6 +265,8 @@ class _Step:
     status: str = "not_reached"      # done | timeout | interrupted | failed | after_commit | not_reached
     started: float | None = None
     ended: float | None = None
+    deadline: float | None = None    # monotonic; more_time() and a photo retake move it
+    more_time_used: int = 0
 
     def record(self) -> dict[str, Any]:
         ms = None if self.started is None or self.ended is None else round((self.ended - self.started) * 1000)
@@ -162,18 +291,31 @@ class Session:
     state: _State = _State.ACTIVE
     inputs: asyncio.Queue[tuple[str, Any]] = dataclasses.field(default_factory=asyncio.Queue)
     consent_face: bool = False
-    interrupt: tuple[str, str] | None = None     # (outcome, reason) asked for by cancel() or stop()
+    language: str = "zh"
+    interrupt: tuple[str, str] | None = None     # (outcome, reason) asked for by cancel(), abort() or stop()
+    aborted: str | None = None                   # the reason abort() gave
+    retakes_left: int = 0
+    preview_waiting: bool = False                # a photo_preview is shown: accept_photo / retake_photo
     # -- PII (wiped) ---------------------------------------------------------
     card: dict[str, Any] | None = None
     photo_wlt: bytearray | None = None
     face_jpeg: bytearray | None = None
+    previews: list[bytearray] = dataclasses.field(default_factory=list)   # copies handed to listeners
     mailing: dict[str, str] | None = None
     # -- not PII (kept for the record) ---------------------------------------
     card_type: str | None = None
     id_masked: str | None = None
+    name_masked: str | None = None               # for the receipt and the screen, never the record
     payment: dict[str, str] | None = None
 
+    def drop_previews(self) -> None:
+        """Zero the preview copies listeners were given (a retake, the session's end)."""
+        for buf in self.previews:
+            buf[:] = bytes(len(buf))
+        self.previews.clear()
+
     def wipe(self) -> None:
+        self.drop_previews()
         for buf in (self.photo_wlt, self.face_jpeg):
             if buf is not None:
                 buf[:] = bytes(len(buf))
@@ -243,6 +385,9 @@ class SessionEngine:
         self._stopping = False
         self._held: str | None = None     # why no new session starts now (a restart waits)
         self._notifying: set[asyncio.Future[Any]] = set()
+        self.language = cfg.sessions.language      # the screen's language now; a session starts in it
+        self._availability: tuple[Any, ...] | None = None   # last seen, for services_changed
+        self._watcher: asyncio.TimerHandle | None = None
 
     # -- component lifecycle --------------------------------------------------
 
@@ -258,15 +403,24 @@ class SessionEngine:
             self.device_events.append(self.on_device_event)
         # The journal owns the tx/ack subscription and calls its listeners with the acknowledged ids.
         self.io.journal.add_ack_listener(self.on_tx_ack)
+        # The uplink subscribed before this engine started: an ack that came in between is
+        # marked in the journal but reached no listener. Listening first, then looking, leaves no gap.
+        try:
+            self.evidence.erase_acknowledged()
+        except AgentError as exc:
+            log.error("%s: %s", exc.code, exc)
         if self.health is not None:
             self.health.sections["sessions"] = self.health_section
         self._sweep()
+        self._availability = self._availability_key()
+        self._watcher = asyncio.get_running_loop().call_later(SERVICES_WATCH_S, self._watch_services)
         log.info("session engine ready: %d services%s", len(self.catalogue),
                  " (default catalogue)" if self.catalogue.default else "")
 
     def hold(self, reason: str | None) -> None:
         """Start no new session while ``reason`` holds (None: serve again); the one running goes on."""
         self._held = reason
+        self.check_services()
 
     async def stop(self) -> None:
         self._stopping = True
@@ -282,9 +436,10 @@ class SessionEngine:
         listeners = self.device_events
         if listeners is not None and self.on_device_event in listeners:
             listeners.remove(self.on_device_event)
-        for timer in (self._reminder, self._sweeper):
+        for timer in (self._reminder, self._sweeper, self._watcher):
             if timer is not None:
                 timer.cancel()
+        self._watcher = None
         if self.evidence is not None:
             self.evidence.close()
             self.evidence = None
@@ -300,41 +455,114 @@ class SessionEngine:
             self._listeners.remove(cb)
 
     def services(self) -> list[dict[str, Any]]:
-        """The menu: ids, names, steps, and whether each is offered now (``available``, ``unavailable``)."""
+        """The menu: ids, names, steps, and whether each is offered now.
+
+        ``available``; ``unavailable_reason``, one of UNAVAILABLE_REASONS (what
+        the screen explains); ``unavailable``, the detail (``printer: paper_out``).
+        """
         menu = self.catalogue.describe()
-        problem = self.io.printer_problem()
-        for entry in menu:
-            refused = entry.get("receipt") == "purpose" and problem is not None
-            entry["available"] = not refused
-            entry["unavailable"] = problem.reason() if refused and problem is not None else None
+        for entry, service in zip(menu, self.catalogue):
+            refusal = self._refusal(service)
+            entry["available"] = refusal is None
+            entry["unavailable_reason"] = refusal.unavailable_reason if refusal is not None else None
+            entry["unavailable"] = self._detail(refusal) if refusal is not None else None
         return menu
 
-    async def begin(self, service_id: str) -> dict[str, Any]:
-        """Start a session for ``service_id``; returns ``status()``."""
-        service = self.catalogue.get(service_id)
+    def availability(self) -> dict[str, Any]:
+        """What ``services_changed`` carries: the mode, whether online, and ``services()``."""
+        return {"mode": self.mode(), "online": bool(self.uplink.connected), "services": self.services()}
+
+    def check_services(self) -> None:
+        """Emit ``services_changed`` if availability, mode or online differ from the last look."""
+        key = self._availability_key()
+        if key != self._availability:
+            self._availability = key
+            self._notify({"event": "services_changed", **self.availability()})
+
+    def _availability_key(self) -> tuple[Any, ...]:
+        return (self.mode(), bool(self.uplink.connected),
+                tuple((r.unavailable_reason, self._detail(r)) if r else None
+                      for r in map(self._refusal, self.catalogue)))
+
+    def _watch_services(self) -> None:
+        # Mode and the uplink tell nobody when they change; a cheap look twice a second.
+        self._watcher = None
         if self._stopping:
-            raise NotInService("the agent is stopping")
+            return
+        try:
+            self.check_services()
+        except Exception:  # a look must not stop the looking
+            log.exception("services availability check failed")
+        self._watcher = asyncio.get_running_loop().call_later(SERVICES_WATCH_S, self._watch_services)
+
+    @staticmethod
+    def _detail(refusal: SessionError) -> str:
+        return refusal.reason if isinstance(refusal, PrinterUnavailable) else str(refusal)
+
+    def _refusal(self, service: ServiceConfig) -> SessionError | None:
+        """Why ``service`` cannot start now (the error begin() raises), or None; busy is not a refusal."""
+        def refused(error: SessionError, reason: str) -> SessionError:
+            error.unavailable_reason = reason
+            return error
+
+        if self._stopping:
+            return refused(NotInService("the agent is stopping"), "out_of_service")
+        mode = self.mode()
+        if mode != "in_service":
+            return refused(NotInService(f"not serving citizens: {mode}"),
+                           "maintenance" if mode == "maintenance" else "out_of_service")
+        if self.alarms is not None and "door_open" in self.alarms.active:
+            return refused(NotInService("not serving citizens: door_open"), "door_open")
         if self._held is not None:
-            raise NotInService(f"not serving citizens: {self._held}")
-        if self.session is not None:
-            raise Busy("a session is running")
-        reason = self._kiosk_interrupt()
-        if reason is not None:
-            raise NotInService(f"not serving citizens: {reason[1]}")
+            return refused(NotInService(f"not serving citizens: {self._held}"), "out_of_service")
         if not service.offline and not self.uplink.connected:
-            raise OfflineNotAllowed(f"{service.id} needs the back office and the kiosk is offline")
+            return refused(OfflineNotAllowed(f"{service.id} needs the back office and the kiosk is offline"),
+                           "offline")
+        for step in service.steps:
+            device = _STEP_DEVICES.get(step.kind)
+            if device is not None and device not in self.io.devices:
+                return refused(NoDevice(f"{service.id} needs the {device}, which this kiosk does not have"),
+                               "device_missing")
         if self.catalogue.needs(service, "read_id") and self.recipient is None:
-            raise SessionError("no evidence.recipient_public_key: ID card services are disabled")
+            return refused(SessionError("no evidence.recipient_public_key: ID card services are disabled"),
+                           "out_of_service")
         if service.receipt == "purpose":
             problem = self.io.printer_problem()
             if problem is not None:
-                raise PrinterUnavailable(f"{service.id} is its receipt and the printer cannot print: "
-                                         f"{problem.code} ({problem.detail})", problem.reason())
+                return refused(PrinterUnavailable(f"{service.id} is its receipt and the printer cannot print: "
+                                                  f"{problem.code} ({problem.detail})", problem.reason()),
+                               "printer_out_of_paper" if "paper_out" in problem.alarms else "printer_unavailable")
+        return None
+
+    def _language(self, language: str | None) -> str:
+        if language is None:
+            return self.language
+        if language not in LANGUAGES:
+            raise UnsupportedLanguage(f"language must be one of {', '.join(LANGUAGES)}")
+        return language
+
+    def set_language(self, language: str) -> None:
+        """The screen's language, any time: the running session's receipt and record follow it."""
+        self.language = self._language(language)
+        if self.session is not None:
+            self.session.language = self.language
+
+    async def begin(self, service_id: str, language: str | None = None) -> dict[str, Any]:
+        """Start a session for ``service_id`` in ``language`` (default: the screen's); returns ``status()``."""
+        service = self.catalogue.get(service_id)
+        language = self._language(language)
+        refusal = self._refusal(service)
+        if self.session is not None and not (self._stopping or self._held is not None):
+            raise Busy("a session is running")      # a stop or a restart waiting says so rather than "busy"
+        if refusal is not None:
+            raise refusal
         self._cancel_reminder()
-        session = Session(service, steps=[_Step(s.kind, s.timeout_s) for s in service.steps])
+        self.language = language
+        session = Session(service, steps=[_Step(s.kind, s.timeout_s) for s in service.steps], language=language,
+                          retakes_left=self.cfg.sessions.photo_retakes)
         self.session = session
         self._idle.clear()
-        log.info("session %s started: %s", session.id[:8], service.id)
+        log.info("session %s started: %s (%s)", session.id[:8], service.id, language)
         self._runner = asyncio.create_task(self._run(session), name=f"session-{session.id[:8]}")
         return self.status()
 
@@ -353,28 +581,110 @@ class SessionEngine:
         session.consent_face = bool(face)
         log.info("session %s: face consent %s", session.id[:8], "given" if face else "withdrawn")
 
-    async def provide_address(self, *, recipient: str, phone: str, address: str, postcode: str) -> None:
-        """The mailing address, for services that mail a document (sealed, never logged)."""
-        fields = {"recipient": recipient, "phone": phone, "address": address, "postcode": postcode}
-        if not all(isinstance(v, str) and v.strip() for v in fields.values()):
-            raise WrongStep("recipient, phone, address and postcode are all required")
-        self._input("address", fields, expect="capture_address")
+    async def provide_address(self, *, use_card_address: bool = False, recipient: str | None = None,
+                              phone: str, address: str | None = None, postcode: str | None = None) -> None:
+        """The mailing address, for services that mail a document (sealed, never logged).
+
+        ``use_card_address=True``: the name and address on the ID card read in
+        this session, which never leave the engine but into the sealed
+        evidence; ``postcode`` is then optional (a card has none). Otherwise
+        ``recipient``, ``address`` and ``postcode`` are all required. Errors
+        are InvalidInput subclasses whose messages never repeat the input.
+        """
+        session = self._active()
+        self._expect(session, "capture_address")
+        phone = _checked_phone(phone)
+        if use_card_address:
+            card = session.card or {}
+            name = str(card.get("name") or card.get("name_en") or "").strip()
+            on_card = str(card.get("address") or "").strip()
+            if not name or not on_card:
+                raise NoCardAddress("this ID card carries no address: please enter one")
+            code = _checked_postcode(postcode) if postcode else ""
+            mailing = {"recipient": name, "phone": phone, "address": on_card, "postcode": code,
+                       "source": "id_card"}
+        else:
+            mailing = {"recipient": _checked_text(recipient, "recipient", _MAX_RECIPIENT), "phone": phone,
+                       "address": _checked_text(address, "address", _MAX_ADDRESS),
+                       "postcode": _checked_postcode(postcode), "source": "entered"}
+        self._input("address", mailing, expect="capture_address")
+
+    async def accept_photo(self) -> None:
+        """The citizen keeps the photo shown in the last ``photo_preview``."""
+        session = self._active()
+        self._expect(session, "capture_photo")
+        if not session.preview_waiting:
+            raise WrongStep("no photo is shown yet")
+        session.preview_waiting = False
+        session.inputs.put_nowait(("accept_photo", None))
+
+    async def retake_photo(self) -> None:
+        """Another capture (``sessions.photo_retakes`` at most); its countdown starts again."""
+        session = self._active()
+        self._expect(session, "capture_photo")
+        if not session.preview_waiting:
+            raise WrongStep("no photo is shown yet")
+        if session.retakes_left <= 0:
+            raise NoRetakesLeft("no retakes left: keep this photo or cancel")
+        session.retakes_left -= 1
+        session.preview_waiting = False
+        session.inputs.put_nowait(("retake_photo", None))
+
+    async def more_time(self) -> dict[str, Any]:
+        """Extend the waiting step's countdown by its own timeout; returns the new ``step`` event (also sent)."""
+        session = self._active()
+        step = session.steps[session.index]
+        if step.kind == "print_receipt" or step.deadline is None:
+            raise WrongStep(f"nothing to wait for in {step.kind}")
+        if step.more_time_used >= self.cfg.sessions.more_time_limit:
+            raise NoMoreTime(f"no more time left for {step.kind}")
+        step.more_time_used += 1
+        step.deadline += step.timeout_s
+        log.info("session %s: more time for %s (%d/%d)", session.id[:8], step.kind, step.more_time_used,
+                 self.cfg.sessions.more_time_limit)
+        event = self._step_event(session, step)
+        self._notify(event)
+        return event
+
+    async def abort(self, reason: str = "screen_lost") -> bool:
+        """End the running session as ``failed`` for a kiosk-side ``reason`` (the screen is gone).
+
+        Returns once the session is recorded and its data wiped; False when none was running.
+        A session past its commit (printing the receipt) finishes the print and stays completed.
+        """
+        if not _ABORT_REASON.fullmatch(reason):
+            raise InvalidInput("an abort reason is a short lowercase word (screen_lost)")
+        session = self.session
+        if session is None or session.state is not _State.ACTIVE:
+            return False
+        session.aborted = reason
+        session.interrupt = (FAILED, reason)
+        session.inputs.put_nowait(("tick", None))
+        runner = self._runner
+        if runner is not None:
+            await asyncio.wait({runner})
+        log.info("session %s aborted: %s", session.id[:8], reason)
+        return True
 
     def status(self) -> dict[str, Any]:
-        """What a UI shows; no PII beyond the masked ID number."""
+        """What a UI shows; no PII beyond the masked forms."""
         session = self.session
-        out: dict[str, Any] = {"state": "idle", "mode": self.mode(), "card_left": self._card_left,
+        out: dict[str, Any] = {"state": "idle", "mode": self.mode(), "online": bool(self.uplink.connected),
+                               "language": self.language, "card_left": self._card_left,
                                "last": self.last, "counts": dict(self.counts)}
         if session is not None:
             step = session.steps[session.index] if session.index < len(session.steps) else None
             remaining = None
-            if step is not None and step.started is not None and step.ended is None:
-                remaining = max(0.0, step.timeout_s - (time.monotonic() - step.started))
+            if step is not None and step.deadline is not None and step.ended is None:
+                remaining = max(0.0, step.deadline - time.monotonic())
             out.update(state=session.state.value, session=session.id, service=session.service.id,
                        step=step.kind if step else None, step_index=session.index,
                        steps_total=len(session.steps), step_remaining_s=remaining,
+                       more_time_left=self._more_time_left(step) if step else 0,
                        card_read=session.card is not None, card_type=session.card_type,
-                       id_masked=session.id_masked, consent_face=session.consent_face)
+                       id_masked=session.id_masked, name_masked=session.name_masked,
+                       consent_face=session.consent_face, photo_waiting=session.preview_waiting,
+                       retakes_left=session.retakes_left, language=session.language)
         return out
 
     async def wait_idle(self, timeout: float | None = None) -> bool:
@@ -390,11 +700,27 @@ class SessionEngine:
             raise NoSession("no session is running")
         return session
 
+    @staticmethod
+    def _expect(session: Session, kind: str) -> None:
+        if session.steps[session.index].kind != kind:
+            raise WrongStep(f"the current step is {session.steps[session.index].kind}, not {kind}")
+
     def _input(self, kind: str, value: Any, *, expect: str | None = None) -> None:
         session = self._active()
-        if expect is not None and session.steps[session.index].kind != expect:
-            raise WrongStep(f"the current step is {session.steps[session.index].kind}, not {expect}")
+        if expect is not None:
+            self._expect(session, expect)
         session.inputs.put_nowait((kind, value))
+
+    def _more_time_left(self, step: _Step) -> int:
+        if step.kind == "print_receipt":
+            return 0
+        return max(0, self.cfg.sessions.more_time_limit - step.more_time_used)
+
+    def _step_event(self, session: Session, step: _Step) -> dict[str, Any]:
+        remaining = max(0.0, step.deadline - time.monotonic()) if step.deadline is not None else step.timeout_s
+        return {"event": "step", "session": session.id, "step": step.kind, "index": session.index,
+                "count": len(session.steps), "timeout_s": step.timeout_s, "remaining_s": round(remaining, 1),
+                "more_time_left": self._more_time_left(step)}
 
     # -- device events --------------------------------------------------------
 
@@ -404,11 +730,19 @@ class SessionEngine:
             # A new read means the old card was lifted; a removal (if a reader
             # can report one) ends the reminders as well.
             self._cancel_reminder()
+        if event.kind not in ("card_read", "scan"):
+            self.check_services()       # a printer out of paper, the door: the menu may change now
         session = self.session
         if session is None or session.state is not _State.ACTIVE:
             return
+        reading = event.device == "idcard" and session.steps[session.index].kind == "read_id"
         if event.device == "idcard" and event.kind == "card_read":
             session.inputs.put_nowait(("card", event.data.get("card")))
+        # Only read_id waits for the reader: a faulty one, polling on, errs at every poll meanwhile.
+        elif reading and event.kind == "card_error":
+            session.inputs.put_nowait(("card_error", str(event.data.get("code") or "hal.idcard.error")))
+        elif reading and event.kind == "status" and event.data.get("state") == FAULT_STATE:
+            session.inputs.put_nowait(("reader_fault", str(event.data.get("code") or "hal.idcard.fault")))
         elif event.device == "scanner" and event.kind == "scan":
             session.inputs.put_nowait(("scan", dict(event.data)))
         elif self._kiosk_interrupt() is not None:
@@ -431,17 +765,25 @@ class SessionEngine:
             for i, step in enumerate(session.steps):
                 session.index = i
                 if step.kind == "print_receipt" and committed is None:
+                    if session.service.receipt == "purpose" and self.io.printer_problem() is not None:
+                        # The citizen came for the printout: checked at begin, and again now, before
+                        # anything is committed, since the printer may have gone during the session.
+                        step.status = "failed"
+                        outcome, reason = FAILED, PRINTER_UNAVAILABLE
+                        break
                     committed = await self._commit(session, COMPLETED, None)
                 step.started = time.monotonic()
-                self._notify({"event": "step", "session": session.id, "step": step.kind, "index": i,
-                              "timeout_s": step.timeout_s})
+                step.deadline = step.started + step.timeout_s
+                self._notify(self._step_event(session, step))
                 try:
                     await self._do_step(session, step, committed)
                     step.status = "after_commit" if committed is not None else "done"
                     if step.kind == "print_receipt" and committed is not None:
                         await self._record_receipt(session, committed, RECEIPT_PRINTED)
+                        self._notify({"event": "receipt_printed", "session": session.id, "status": RECEIPT_PRINTED,
+                                      "reason": None})
                 except _StepFailed as exc:
-                    step.status = "interrupted" if exc.reason in ("cancelled", "shutdown") else \
+                    step.status = "interrupted" if exc.reason in ("cancelled", "shutdown", session.aborted) else \
                         "timeout" if exc.reason.startswith("timeout") else "failed"
                     if committed is not None:      # after the commit the service is delivered
                         if isinstance(exc, _ReceiptNotPrinted):
@@ -462,12 +804,14 @@ class SessionEngine:
             session.state = _State.ENDING
             session.wipe()
             self.counts[outcome] += 1
-            tx_id = committed.get("id") if isinstance(committed, dict) else None
+            record = committed if isinstance(committed, dict) else {}
             self.last = {"session": session.id, "service": session.service.id, "outcome": outcome,
-                         "reason": reason, "tx": tx_id}
+                         "reason": reason, "tx": record.get("id"), "receipt_number": record.get("receipt"),
+                         "waybill": record.get("waybill")}
             log.info("session %s %s%s (%s)", session.id[:8], outcome, f": {reason}" if reason else "",
                      session.service.id)
             self.session = None
+            self.language = self.cfg.sessions.language     # the next citizen starts in the kiosk's language
             self._idle.set()
             self._notify({"event": "ended", **self.last})
             if session.card_type is not None and not self._stopping:
@@ -475,16 +819,9 @@ class SessionEngine:
                 self._remind_card()
 
     async def _do_step(self, session: Session, step: _Step, committed: dict[str, Any] | None) -> None:
-        deadline = step.started + step.timeout_s if step.started else time.monotonic() + step.timeout_s
         kind = step.kind
         if kind == "capture_photo":
-            self._check_interrupt(session)
-            try:
-                session.face_jpeg = await asyncio.wait_for(self.io.capture_still(), step.timeout_s)
-            except TimeoutError:
-                raise _StepFailed(FAILED, "camera_timeout") from None
-            except Exception as exc:  # noqa: BLE001 - a device error ends the session, named
-                raise _StepFailed(FAILED, f"camera: {getattr(exc, 'code', exc.__class__.__name__)}") from None
+            await self._photo(session, step)
             return
         if kind == "print_receipt":
             assert committed is not None
@@ -493,7 +830,8 @@ class SessionEngine:
                 # Known unable: no bytes to a printer out of paper, no citizen waiting for a timeout.
                 raise _ReceiptNotPrinted(RECEIPT_SKIPPED, problem.code, problem.alarms)
             try:
-                await asyncio.wait_for(self.io.print_receipt(session.service, committed), step.timeout_s)
+                await asyncio.wait_for(self.io.print_receipt(session.service, committed, language=session.language,
+                                                             name_masked=session.name_masked), step.timeout_s)
             except TimeoutError:
                 raise _ReceiptNotPrinted(RECEIPT_FAILED, "agent.session.print_timeout") from None
             except Exception as exc:  # noqa: BLE001 - the printer's code goes into the receipt record
@@ -503,11 +841,24 @@ class SessionEngine:
             return
         if kind == "scan_payment":
             self.io.trigger_scanner(True)
+        read_errors = 0
+        if kind == "read_id":
+            reader = self.io.devices.get("idcard")
+            status = reader.status() if reader is not None else None
+            if status is not None and status.state == FAULT_STATE:     # faulty before the step began
+                self._reader_fault(session, status.code or "hal.idcard.fault")
         while True:
-            item_kind, value = await self._next_input(session, deadline, kind)
+            item_kind, value = await self._next_input(session, step)
             if kind == "read_id" and item_kind == "card":
+                read_errors = 0
                 if self._accept_card(session, value):
                     return
+            elif kind == "read_id" and item_kind == "card_error":
+                read_errors += 1
+                if value in _SAM_FAULT_CODES or read_errors >= READER_FAULT_READS:
+                    self._reader_fault(session, value)
+            elif kind == "read_id" and item_kind == "reader_fault":
+                self._reader_fault(session, value)
             elif kind == "confirm" and item_kind == "confirm":
                 return
             elif kind == "capture_address" and item_kind == "address":
@@ -521,18 +872,54 @@ class SessionEngine:
                     return
                 self._notify({"event": "not_a_payment_code", "session": session.id})
 
-    async def _next_input(self, session: Session, deadline: float, kind: str) -> tuple[str, Any]:
+    async def _photo(self, session: Session, step: _Step) -> None:
+        """Capture, show (``photo_preview``), and wait for accept or retake; a retake restarts the countdown."""
         while True:
             self._check_interrupt(session)
-            left = deadline - time.monotonic()
+            try:
+                jpeg = await asyncio.wait_for(self.io.capture_still(), step.timeout_s)
+            except TimeoutError:
+                raise _StepFailed(FAILED, "camera_timeout") from None
+            except Exception as exc:  # noqa: BLE001 - a device error ends the session, named
+                raise _StepFailed(FAILED, f"camera: {getattr(exc, 'code', exc.__class__.__name__)}") from None
+            session.drop_previews()
+            if session.face_jpeg is not None:
+                session.face_jpeg[:] = bytes(len(session.face_jpeg))
+            session.face_jpeg = jpeg
+            preview = bytearray(jpeg)
+            session.previews.append(preview)
+            session.preview_waiting = True
+            self._notify({"event": "photo_preview", "session": session.id, "jpeg": preview,
+                          "retakes_left": session.retakes_left})
+            while True:
+                item_kind, _value = await self._next_input(session, step)
+                if item_kind == "accept_photo":
+                    session.drop_previews()      # the screen has shown it; only the sealed copy may live on
+                    return
+                if item_kind == "retake_photo":
+                    break
+            step.deadline = time.monotonic() + step.timeout_s
+            self._notify(self._step_event(session, step))
+
+    async def _next_input(self, session: Session, step: _Step) -> tuple[str, Any]:
+        while True:
+            self._check_interrupt(session)
+            assert step.deadline is not None
+            left = step.deadline - time.monotonic()
             if left <= 0:
-                raise _StepFailed(ABANDONED, f"timeout:{kind}")
+                raise _StepFailed(ABANDONED, f"timeout:{step.kind}")
             try:
                 item = await asyncio.wait_for(session.inputs.get(), min(left, _TICK_S))
             except TimeoutError:
                 continue
             if item[0] != "tick":
                 return item
+
+    def _reader_fault(self, session: Session, code: str) -> None:
+        """The card reader cannot read any card: tell the screen, end the session failed (a device fault)."""
+        log.warning("session %s: card reader fault (%s)", session.id[:8], code)
+        self._notify({"event": "card_rejected", "session": session.id, "reason": READER_FAULT})
+        raise _StepFailed(FAILED, f"idcard: {code}")
 
     def _check_interrupt(self, session: Session) -> None:
         if self._stopping:
@@ -556,8 +943,9 @@ class SessionEngine:
             return False
         session.card, session.photo_wlt = card.fields, card.photo_wlt
         session.card_type, session.id_masked = card.card_type, mask_id(card.id_number)
+        session.name_masked = mask_name(str(card.fields.get("name") or card.fields.get("name_en") or ""))
         self._notify({"event": "card_read", "session": session.id, "card_type": card.card_type,
-                      "id_masked": session.id_masked})
+                      "name_masked": session.name_masked, "id_masked": session.id_masked})
         return True
 
     # -- commit: journal, evidence --------------------------------------------
@@ -578,7 +966,8 @@ class SessionEngine:
             "steps": [s.record() if s.status != "not_reached" or not completed else {**s.record(), "status":
                       "after_commit"} for s in session.steps],
             "card_type": session.card_type, "id_masked": session.id_masked,
-            "receipt": None, "payment": session.payment, "waybill": None, "face": None, "evidence": False}
+            "receipt": None, "payment": session.payment, "waybill": None, "face": None, "evidence": False,
+            "language": session.language}
         if completed and self.catalogue.needs(service, "print_receipt"):
             tx["receipt"] = self._receipt_number()
         if completed and service.mail_document:

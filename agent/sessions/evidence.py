@@ -16,6 +16,7 @@ back office acknowledges the transaction (``tx/ack``) or
     store = EvidenceStore(db_path, retention_days=30)
     payload = store.put(kiosk_id, tx_id, seal_content(pub, tx_id, content))
     store.ack(["tx-1", "tx-2"])           # -> number of bundles deleted
+    store.erase_acknowledged()             # at start: acks the journal marked before this listened
     store.sweep()                          # retention
 
 Plaintext (inside the seal), UTF-8 JSON::
@@ -166,6 +167,16 @@ class EvidenceStore:
         if not ids:
             return 0
         return self._delete("DELETE FROM evidence WHERE tx_id=?", [(i,) for i in ids])
+
+    def erase_acknowledged(self) -> int:
+        """Delete the bundles whose journal record is already acknowledged; returns how many.
+
+        For a ``tx/ack`` marked before anyone listened for it (it arrived while
+        the agent started): the journal has the mark, so the bundle goes now
+        rather than at the end of its retention.
+        """
+        return self._delete("DELETE FROM evidence WHERE EXISTS (SELECT 1 FROM journal "
+                            "WHERE journal.id = evidence.tx_id AND journal.acked_ms IS NOT NULL)", [()])
 
     def sweep(self, *, now: float | None = None) -> int:
         """Delete bundles older than the retention; returns how many."""

@@ -5,6 +5,7 @@ Split from :mod:`agent.sessions.engine` to keep the state machine readable; noth
 here keeps state of its own.
 
     mask_id("AB0000000000WXYZ")            # "AB**********WXYZ"
+    mask_name("张三明")                      # "张*明"
     s10_waybill(47312482)                  # "EA473124829CN"
     io = DeviceIO(peripherals.devices, journal=journal, outbox=outbox, kiosk=cfg.kiosk)
     jpeg = await io.capture_still()        # bytearray, the caller zeroes it
@@ -26,7 +27,7 @@ from agent.errors import AgentError
 from hal.device import DEGRADED, OK, Peripheral
 from hal.protocols.scanner import mask_code
 
-__all__ = ["mask_id", "mask_reference", "s10_waybill", "dev_recipient_key", "CardFields", "DeviceIO",
+__all__ = ["mask_id", "mask_name", "mask_reference", "s10_waybill", "dev_recipient_key", "CardFields", "DeviceIO",
            "receipt_lines", "DeviceMissing", "DEV_KEY_NAME", "PrinterProblem", "SessionJournal", "EvidenceQueue",
            "Buzzer"]
 
@@ -51,6 +52,29 @@ def mask_id(number: str | None) -> str | None:
         return None
     # The same rule the scanner driver logs payment codes with: one definition.
     return mask_code(number.strip())
+
+
+def mask_name(name: str | None) -> str | None:
+    """The name as the receipt and the screen show it.
+
+    Chinese (and other CJK) names keep the first and the last character, one
+    ``*`` for each hidden one, as Chinese receipts and apps do; a name of two
+    keeps the first. Latin names (a foreigner's card) keep each word's first
+    letter and a fixed ``***``, so the length of the name is not told.
+
+    >>> mask_name("张三明"), mask_name("欧阳娜娜"), mask_name("李四"), mask_name("SMITH JOHN")
+    ('张*明', '欧**娜', '李*', 'S*** J***')
+    """
+    text = (name or "").strip()
+    if not text:
+        return None
+    if any(ord(c) >= 0x2E80 for c in text):
+        chars = [c for c in text if not c.isspace()]
+        if len(chars) <= 2:
+            return chars[0] + "*"
+        return chars[0] + "*" * (len(chars) - 2) + chars[-1]
+    words = [w for w in text.replace(",", " ").split() if w]
+    return " ".join(w[0] + "***" for w in words)
 
 
 def mask_reference(ref: str) -> str:
@@ -233,9 +257,10 @@ class DeviceIO:
         return PrinterProblem(status.code or f"hal.printer.{status.state}", tuple(sorted(status.alarms)),
                               status.detail or status.state)
 
-    async def print_receipt(self, service: ServiceConfig, tx: dict[str, Any]) -> None:
+    async def print_receipt(self, service: ServiceConfig, tx: dict[str, Any], *, language: str = "zh",
+                            name_masked: str | None = None) -> None:
         printer = self._device("printer")
-        lines = receipt_lines(self.kiosk, service, tx)
+        lines = receipt_lines(self.kiosk, service, tx, language=language, name_masked=name_masked)
         await asyncio.to_thread(printer.print_receipt, lines)
 
     async def journal_record(self, tx: dict[str, Any]) -> dict[str, Any]:
@@ -273,17 +298,31 @@ class DeviceIO:
         asyncio.get_running_loop().call_later(0.3, buzz, False)
 
 
-def receipt_lines(kiosk: Any, service: ServiceConfig, tx: dict[str, Any]) -> list[str]:
-    """What the receipt says: PII-free (the masked number at most)."""
-    lines = [service.name_zh, service.name_en, "",
-             f"回执号 Receipt: {tx.get('receipt') or '-'}",
-             f"交易 Transaction: {tx.get('id')}",
-             f"时间 Time: {dt.datetime.now():%Y-%m-%d %H:%M}",
-             f"网点 Outlet: {kiosk.site} ({kiosk.id})"]
+_RECEIPT_LABELS = {
+    "zh": {"receipt": "回执号", "tx": "交易号", "time": "时间", "outlet": "网点", "name": "姓名", "id": "证件号",
+           "paid": "支付", "waybill": "EMS 邮件号", "wechat": "微信支付", "alipay": "支付宝"},
+    "en": {"receipt": "Receipt", "tx": "Transaction", "time": "Time", "outlet": "Outlet", "name": "Name",
+           "id": "ID", "paid": "Paid", "waybill": "EMS waybill", "wechat": "WeChat Pay", "alipay": "Alipay"},
+}
+
+
+def receipt_lines(kiosk: Any, service: ServiceConfig, tx: dict[str, Any], *, language: str = "zh",
+                  name_masked: str | None = None) -> list[str]:
+    """What the receipt says, in the session's language: PII-free (masked name and number at most)."""
+    label = _RECEIPT_LABELS.get(language, _RECEIPT_LABELS["zh"])
+    sep = "：" if language == "zh" else ": "
+    lines = [service.name_zh if language == "zh" else service.name_en, "",
+             f"{label['receipt']}{sep}{tx.get('receipt') or '-'}",
+             f"{label['tx']}{sep}{tx.get('id')}",
+             f"{label['time']}{sep}{dt.datetime.now():%Y-%m-%d %H:%M}",
+             f"{label['outlet']}{sep}{kiosk.site} ({kiosk.id})"]
+    if name_masked:
+        lines.append(f"{label['name']}{sep}{name_masked}")
     if tx.get("id_masked"):
-        lines.append(f"证件 ID: {tx['id_masked']}")
+        lines.append(f"{label['id']}{sep}{tx['id_masked']}")
     if tx.get("payment"):
-        lines.append(f"支付 Paid: {tx['payment']['method']} {tx['payment']['ref_masked']}")
+        method = tx["payment"]["method"]
+        lines.append(f"{label['paid']}{sep}{label.get(method, method)} {tx['payment']['ref_masked']}")
     if tx.get("waybill"):
-        lines.append(f"EMS 邮件号 Waybill: {tx['waybill']}")
+        lines.append(f"{label['waybill']}{sep}{tx['waybill']}")
     return lines

@@ -28,6 +28,7 @@ from pathlib import Path
 from agent.config import DEFAULT_SIM_CONFIG, load_config
 from agent.control.commands import EX_TEMPFAIL
 from agent.errors import AgentError
+from agent.localapi.component import token_path
 from agent.runtime.keys import load_private
 from agent.sim.devbroker import DevBroker, free_port
 from agent.wire.sealing import load_private_key, public_key_b64
@@ -150,10 +151,27 @@ def prepare_config(run_dir: Path, broker_url: str, keys: DevKeys) -> tuple[Path,
         note = "rewritten: it did not trust the keys in .run/keys"
     else:
         note = "new copy of agent/data/sim.toml"
-    # A steady trickle of simulated citizens, so a newcomer sees tx flow.
-    write_sim_config(target, broker_url, run_dir / "state", overrides={"sessions_per_minute": "4"},
+    # No simulated citizens: the kiosk screen (its URL is printed) is where a newcomer walks a session,
+    # and a trickle would take the card reader and the session from under them. sim.sessions_per_minute
+    # in the copy turns it back on.
+    write_sim_config(target, broker_url, run_dir / "state", overrides={"sessions_per_minute": "0"},
                      extra=keys.trust)
     return target, note
+
+
+def _print_screen_url(port: int, token_file: Path) -> bool:
+    """Print the kiosk screen's address with the token the agent just wrote; False while it is not there yet."""
+    try:
+        token = token_file.read_text(encoding="ascii").strip()
+    except OSError:
+        return False
+    if not token:
+        return False
+    print(f"""
+  kiosk screen:    http://127.0.0.1:{port}/?token={token}
+                   (open it in a browser on this machine; the token changes at every agent start)
+""", flush=True)
+    return True
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -200,10 +218,18 @@ def main(argv: list[str] | None = None) -> int:
   Ctrl-C stops the agent and the broker.
 """, flush=True)
         command = [sys.executable, "-m", "agent", "run", "--config", str(config)]
+        token_file = token_path(cfg)
         while not stop.is_set():
+            # A token left by a killed agent is stale: the new one is written when the screen's API listens.
+            token_file.unlink(missing_ok=True)
+            shown = not cfg.local_api.enabled
+            if not shown and not _port_free(cfg.local_api.port):
+                print(f"\n  kiosk screen:    port {cfg.local_api.port} is in use (another make run?); the agent "
+                      f"retries it every 10 s,\n                   or set [local_api] port in {config}\n", flush=True)
             agent = subprocess.Popen(command)
             while agent.poll() is None and not stop.wait(0.2):
-                pass
+                if not shown and token_file.exists():
+                    shown = _print_screen_url(cfg.local_api.port, token_file)
             if stop.is_set() or agent.returncode != EX_TEMPFAIL:
                 break
             # restart-agent exits 75 for systemd to start it again; here we are systemd.

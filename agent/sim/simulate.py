@@ -4,8 +4,10 @@
 Both run the real agent (:class:`agent.runtime.daemon.Agent`: uplink, journal,
 outbox, session engine) on simulated hardware and act as citizens would:
 pick a service, place an ID card on the simulated reader (every card type
-in turn, synthetic holders from the simulator), give a mailing address,
-confirm, show a payment code to the scanner, take the receipt, lift the card.
+in turn, synthetic holders from the simulator), look at the face photo and
+keep it (now and then after a retake), give a mailing address (half of them
+"the address on my ID card", typed when the card has none), confirm, show a
+payment code to the scanner, take the receipt, lift the card.
 
     $ kiosk-agent simulate --config .run/agent.toml --sessions 200
     [##############################] 200/200  completed 200  abandoned 0  failed 0
@@ -29,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from agent.config import Config
 from agent.errors import AgentError
+from agent.sessions.engine import NoCardAddress
 
 if TYPE_CHECKING:
     from agent.runtime.daemon import Agent
@@ -100,6 +103,9 @@ class Citizens:
                 kind = event["event"]
                 if kind == "ended":
                     return str(event["outcome"])
+                if kind == "photo_preview":
+                    await self._look_at_photo(event)
+                    continue
                 if kind != "step":
                     continue
                 if self.step_delay_s:
@@ -117,7 +123,7 @@ class Citizens:
                 elif step == "capture_photo" and self.rng.random() < 0.5:
                     await self.engine.set_consent(face=True)
                 elif step == "capture_address":
-                    await self.engine.provide_address(**synthetic_address(self.rng))
+                    await self._give_address()
                 elif step == "confirm":
                     await self.engine.confirm()
                 elif step == "scan_payment":
@@ -125,6 +131,24 @@ class Citizens:
         finally:
             if placed:
                 await asyncio.to_thread(lift_card, self._sim("idcard"))
+
+    async def _look_at_photo(self, event: dict[str, Any]) -> None:
+        """Keep the photo; one citizen in five asks for another while retakes are left."""
+        if event["retakes_left"] > 0 and self.rng.random() < 0.2:
+            await self.engine.retake_photo()
+        else:
+            await self.engine.accept_photo()
+
+    async def _give_address(self) -> None:
+        address = synthetic_address(self.rng)
+        if self.rng.random() < 0.5:
+            try:
+                await self.engine.provide_address(use_card_address=True, phone=address["phone"])
+                return
+            except NoCardAddress:     # a foreigner's permanent residence card has no address: type one
+                pass
+        await self.engine.provide_address(recipient=address["recipient"], phone=address["phone"],
+                                          address=address["address"], postcode=address["postcode"])
 
 
 # -- what a citizen brings (synthetic; ID numbers come from the card simulator) ------

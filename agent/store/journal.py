@@ -70,6 +70,8 @@ __all__ = [
     "Journal",
     "JournalError",
     "JournalRecord",
+    "MAX_RESEND",
+    "ResendRefused",
     "ack_document",
     "canonical",
     "parse_ack",
@@ -92,6 +94,22 @@ class JournalError(AgentError):
     """A transaction that cannot be journalled (not JSON-encodable)."""
 
     code = "agent.journal.invalid"
+
+
+# One request re-queues at most this many records: ~10 MB of outbox rows at
+# worst, and the ledger asks gap by gap, so a longer gap is asked in parts.
+MAX_RESEND = 10_000
+
+
+class ResendRefused(AgentError):
+    """A resend request this journal cannot serve; ``code`` says why (``tx.epoch_gone``, ...)."""
+
+    code = "tx.resend_refused"
+
+    def __init__(self, code: str, message: str, detail: dict[str, Any] | None = None) -> None:
+        self.code = code
+        self.detail = detail
+        super().__init__(message)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -182,6 +200,78 @@ class _AckJob(Job):
         return found
 
 
+class _ResendJob(Job):
+    # Durable like a record: the ledger was told "queued", so a power cut must not forget it.
+    durable = True
+
+    def __init__(self, journal: Journal, epoch: str, from_seq: int, to_seq: int) -> None:
+        self.journal = journal
+        self.epoch, self.from_seq, self.to_seq = epoch, from_seq, to_seq
+
+    def run(self, conn: sqlite3.Connection) -> dict[str, Any]:
+        j, low, high = self.journal, self.from_seq, self.to_seq
+        if self.epoch != j.epoch:
+            # (epoch, seq) is never reused: the records of an earlier epoch went with the store that held them.
+            raise ResendRefused("tx.epoch_gone", f"epoch {self.epoch[:32]} is not this journal's (it is {j.epoch}): "
+                                "its records went with the store that held them",
+                                {"epoch": j.epoch, "head_seq": j.head_seq})
+        if high > j.head_seq:
+            raise ResendRefused("tx.range_not_recorded", f"seq {high} was never recorded (the head is "
+                                f"{j.head_seq})", {"epoch": j.epoch, "head_seq": j.head_seq})
+        held = [int(seq) for (seq,) in conn.execute("SELECT seq FROM journal WHERE seq BETWEEN ? AND ? ORDER BY seq",
+                                                     (low, high))]
+        missing = _missing_ranges(held, low, high)
+        if not held:
+            kept = conn.execute("SELECT min(seq) FROM journal").fetchone()[0]
+            raise ResendRefused("tx.range_gone", f"seq {low} to {high} are no longer in the journal (pruned after "
+                                f"their ack, or lost with a damaged store)",
+                                {"epoch": j.epoch, "first_seq": kept, "missing": missing})
+        # Idempotent: a record still queued (or in flight) is not queued twice.
+        wanted = ("FROM journal WHERE seq BETWEEN ? AND ? "
+                  "AND seq NOT IN (SELECT ref FROM outbox WHERE cls = 'tx' AND ref BETWEEN ? AND ?)")
+        size = int(conn.execute(f"SELECT coalesce(sum(length(payload)), 0) {wanted}",
+                                (low, high, low, high)).fetchone()[0])
+        cur = conn.execute("INSERT INTO outbox(cls, topic, payload, ref, retain, size, created_ms) "
+                           f"SELECT 'tx', ?, NULL, seq, 0, length(payload), ? {wanted} ORDER BY seq",
+                           (j.topic, int(time.time() * 1000), low, high, low, high))
+        queued = int(cur.rowcount)
+        # The sealed bundles of those records the kiosk still holds go again too (the same bytes): a bundle
+        # lost on the way is otherwise never sent again, and the ledger acknowledges no record without it.
+        bundles = conn.execute("SELECT e.payload FROM evidence e JOIN journal j ON j.id = e.tx_id "
+                               "WHERE j.seq BETWEEN ? AND ? ORDER BY j.seq", (low, high)).fetchall()
+        evidence_queued = evidence_bytes = 0
+        for (payload,) in bundles:
+            if conn.execute("SELECT 1 FROM outbox WHERE cls = 'evidence' AND payload = ?", (payload,)).fetchone():
+                continue
+            conn.execute("INSERT INTO outbox(cls, topic, payload, ref, retain, size, created_ms) "
+                         "VALUES ('evidence', ?, ?, NULL, 0, ?, ?)",
+                         (j.evidence_topic, payload, len(payload), int(time.time() * 1000)))
+            evidence_queued += 1
+            evidence_bytes += len(payload)
+        return {"epoch": j.epoch, "from_seq": low, "to_seq": high, "queued": queued,
+                "already_queued": len(held) - queued, "missing": missing, "evidence_queued": evidence_queued,
+                "evidence_held": len(bundles), "_bytes": size, "_evidence_bytes": evidence_bytes}
+
+    def on_loop(self, result: dict[str, Any]) -> None:
+        size, evidence_size = result.pop("_bytes", 0), result.pop("_evidence_bytes", 0)
+        for cb in self.journal.store.outbox_listeners:
+            if result["queued"]:
+                cb("tx", result["queued"], size)
+            if result["evidence_queued"]:
+                cb("evidence", result["evidence_queued"], evidence_size)
+
+
+def _missing_ranges(held: list[int], low: int, high: int) -> list[list[int]]:
+    """``[[first, last], ...]`` of the seqs in ``low..high`` not in ``held`` (sorted)."""
+    out: list[list[int]] = []
+    expect = low
+    for seq in [*held, high + 1]:
+        if seq > expect:
+            out.append([expect, seq - 1])
+        expect = seq + 1
+    return out
+
+
 class _PruneJob(Job):
     # Deleting is as lazy as marking acks: one lost to a power cut is done
     # again at the next prune.
@@ -215,6 +305,7 @@ class Journal:
         self.kid = key_id(signing_key.public_key())
         self.kiosk = kiosk_id
         self.topic = topic or Topics(fleet, kiosk_id).tx
+        self.evidence_topic = Topics(fleet, kiosk_id).evidence     # bundles a resend sends again
         row = store.conn.execute("SELECT seq, hash FROM journal ORDER BY seq DESC LIMIT 1").fetchone()
         # Equal in normal running; the counter is ahead only after a salvage
         # lost the last records: the next seq skips them (a visible gap, with
@@ -387,6 +478,33 @@ class Journal:
             return
         await self.mark_acked(ids)
 
+    async def resend(self, epoch: str, from_seq: int, to_seq: int) -> dict[str, Any]:
+        """Queue the records ``from_seq..to_seq`` of ``epoch`` for the broker again (the ledger saw a gap).
+
+        The same bytes go again (the ledger stores a record once), and so
+        do the sealed evidence bundles of those records still held
+        (``evidence_queued`` of ``evidence_held``). Records and bundles
+        already queued are not queued twice; seqs the journal no longer
+        holds are listed in ``missing``. Raises ResendRefused
+        (``tx.range_invalid``, ``tx.range_too_large``, ``tx.epoch_gone``,
+        ``tx.range_not_recorded``, ``tx.range_gone``), StoreError.
+
+            await journal.resend(journal.epoch, 41, 57)
+            # {"epoch": ..., "from_seq": 41, "to_seq": 57, "queued": 17, "already_queued": 0, "missing": [],
+            #  "evidence_queued": 2, "evidence_held": 2}
+        """
+        if not 1 <= from_seq <= to_seq:
+            raise ResendRefused("tx.range_invalid", f"from_seq {from_seq} to to_seq {to_seq}: need 1 <= from_seq "
+                                "<= to_seq")
+        if to_seq - from_seq + 1 > MAX_RESEND:
+            raise ResendRefused("tx.range_too_large", f"{to_seq - from_seq + 1} records asked, at most {MAX_RESEND} "
+                                "per request: ask in parts")
+        result: dict[str, Any] = await self.store.writer.submit_async(_ResendJob(self, epoch, from_seq, to_seq))
+        log.info("journal: seq %d to %d of epoch %s queued again for the back office (%d queued, %d already "
+                 "queued, %d missing ranges)", from_seq, to_seq, epoch, result["queued"], result["already_queued"],
+                 len(result["missing"]))
+        return result
+
     async def prune(self, keep_days: float, *, now_ms: int | None = None) -> int:
         """Delete records the back office acknowledged more than ``keep_days`` ago.
 
@@ -428,7 +546,9 @@ class Journal:
                               (bound,)).fetchone()
         age = round(time.time() - oldest[0] / 1000, 1) if oldest else None
         kept = conn.execute("SELECT seq FROM journal ORDER BY seq LIMIT 1").fetchone()
-        return {"seq": self.head_seq, "first_seq": int(kept[0]) if kept else None, "acks_refused": self.acks_refused,
+        # seq and epoch: the head the back office's ledger compares with what it holds (a gap at the end).
+        return {"seq": self.head_seq, "epoch": self.epoch, "first_seq": int(kept[0]) if kept else None,
+                "acks_refused": self.acks_refused,
                 "unacked": max(0, int(unacked) - int(queued)), "oldest_unacked_age_s": age}
 
 

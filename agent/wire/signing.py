@@ -58,7 +58,7 @@ __all__ = ["KIND_CMD", "KIND_CONFIG", "KIND_ACK", "DOMAINS", "SigningError", "fa
            "signing_input", "sign",
            "verify", "decode_sig", "public_raw", "public_b64", "new_nonce", "command_envelope",
            "config_envelope", "ENVELOPE_VERSION", "MAX_LIFETIME_MS", "CommandRefused", "Verified", "Spec",
-           "SPECS", "ROLE_COMMANDS", "verify_signed", "verify_command", "expected"]
+           "SPECS", "ROLE_COMMANDS", "BACKOFFICE_COMMANDS", "verify_signed", "verify_command", "expected"]
 
 KIND_CMD = "cmd"
 KIND_CONFIG = "config"
@@ -184,9 +184,12 @@ def config_envelope(config_text: str, version: int, *, fleet: str, kiosk: str, c
 # -- verification policy: what a kiosk accepts (pure: no I/O, no nonce) ------------------
 
 OPERATOR_COMMANDS = frozenset({"ping", "get-health", "selftest", "set-mode", "print-test-page", "collect-logs",
-                               "ack-alarm"})
+                               "ack-alarm", "tx-resend"})
 ADMIN_COMMANDS = OPERATOR_COMMANDS | {"reboot", "restart-agent", "update-config", "firmware-update"}
-ROLE_COMMANDS = {"operator": OPERATOR_COMMANDS, "admin": ADMIN_COMMANDS}
+# The ledger's key: it asks for a gap to be sent again and nothing else, so
+# a key held by an unattended back-office service can never reboot a fleet.
+BACKOFFICE_COMMANDS = frozenset({"tx-resend"})
+ROLE_COMMANDS = {"operator": OPERATOR_COMMANDS, "admin": ADMIN_COMMANDS, "backoffice": BACKOFFICE_COMMANDS}
 _NONCE_CHARS = frozenset("0123456789abcdefABCDEF-_")
 
 
@@ -251,6 +254,11 @@ SPECS: dict[str, Spec] = {
     "restart-agent": Spec({"force": (_bool, False)}, frozenset({"force"})),
     "update-config": Spec({"config": (_text(1_000_000), True), "version": (_int(1, 2**53), True),
                            "confirm_within_s": (_int(1, 3600), False)}, frozenset({"version"})),
+    # Re-publish journal records (agent.store.journal.Journal.resend); the range is checked there too.
+    "tx-resend": Spec({"epoch": (_expects("the journal epoch, 32 hex digits", lambda v: isinstance(v, str)
+                                          and len(v) == 32 and all(c in "0123456789abcdef" for c in v)), True),
+                       "from_seq": (_int(1, 2**53 - 1), True), "to_seq": (_int(1, 2**53 - 1), True)},
+                      frozenset({"epoch", "from_seq", "to_seq"}), exclusive=False),
     "firmware-update": Spec({"image": (_text(16_000_000), True), "signature": (_text(200), True),
                              "sha256": (lambda v: isinstance(v, str) and len(v) == 64
                                         and all(c in "0123456789abcdef" for c in v), True),

@@ -14,7 +14,11 @@ docs/architecture.md: dependency weight, ports from paths, and 3.1 reports
 Chinese lines are sent in GB18030 between ``FS &`` and ``FS .`` (Chinese mode
 selected explicitly, never assumed). ``EscposParser`` reads the same stream
 back (the printer simulator's transcript); it and ``decode_status`` raise
-only ``EscposError``.
+only ``EscposError``. ``render_receipt`` turns received bytes into the lines
+a paper roll of a given width would show (the developer panel's receipt).
+
+    >>> render_receipt(Receipt().line("OK", align=CENTER).cut().encode(), width=8)
+    ['   OK', '--------']
 """
 
 from __future__ import annotations
@@ -44,7 +48,9 @@ __all__ = [
     "Text",
     "decode_status",
     "encode_text",
+    "render_receipt",
     "status_request",
+    "text_columns",
 ]
 
 ESC, GS, FS, DLE, EOT = 0x1B, 0x1D, 0x1C, 0x10, 0x04
@@ -403,3 +409,53 @@ class EscposParser:
         elif fn not in (0x41, 0x43, 0x45, 0x52):
             raise EscposError(f"GS ( k function 0x{fn:02X} is not supported")
         return 5 + n
+
+
+# -- rendering (what the paper shows) ------------------------------------------------
+
+def text_columns(text: str) -> int:
+    """Printed width in columns: a GB18030 double-byte character takes two (24 dots of 12)."""
+    return sum(1 if ord(c) < 0x80 else 2 for c in text)
+
+
+def _wrap(text: str, width: int) -> list[str]:
+    """Break ``text`` where the paper ends, as the printer does (by columns, not words)."""
+    lines, line, used = [], "", 0
+    for c in text:
+        w = text_columns(c)
+        if used + w > width:
+            lines.append(line)
+            line, used = "", 0
+        line += c
+        used += w
+    lines.append(line)
+    return lines
+
+
+def render_receipt(data: bytes, *, width: int = 48) -> list[str]:
+    """ESC/POS bytes as the text lines on paper ``width`` columns wide (48: 80 mm, 32: 58 mm).
+
+    Alignment is kept by padding (trailing spaces dropped), long lines wrap,
+    a feed gives empty lines, a QR code shows as ``[QR] payload``, a cut as a
+    line of ``-``. Status requests print nothing; bytes the parser cannot
+    read show as ``[unreadable: why]`` instead of being passed over silently.
+    Pure: no I/O, no state beyond the call.
+    """
+    if not 8 <= width <= 256:
+        raise ValueError("width is 8..256 columns")
+    out: list[str] = []
+    for item in EscposParser().feed(bytes(data)):
+        if isinstance(item, Text):
+            for part in _wrap(item.text, width):
+                pad = width - text_columns(part)
+                lead = pad // 2 if item.align == CENTER else pad if item.align == RIGHT else 0
+                out.append((" " * lead + part).rstrip())
+        elif isinstance(item, Qr):
+            out.extend(_wrap(f"[QR] {item.data}", width))
+        elif isinstance(item, Feed):
+            out.extend([""] * min(item.lines, 10))
+        elif isinstance(item, Cut):
+            out.append("-" * width)
+        elif isinstance(item, EscposError):
+            out.append(f"[unreadable: {item}]")
+    return out

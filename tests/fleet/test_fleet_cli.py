@@ -81,4 +81,5 @@ def test_key_snippets_combine_into_one_evidence_table(tmp_path: Path) -> None:
     assert cfg.evidence.ack_public_keys == (base64.b64decode(ack_pub),)
     assert cfg.evidence.recipient_public_key is not None
     assert f'"{base64.b64encode(cfg.evidence.recipient_public_key).decode()}"' in evidence.stdout
-    assert [op.id for op in cfg.commands.operators] == ["ops-1"]
+    # The back-office key is also trusted for tx-resend, and for nothing else (its role).
+    assert [(op.id, op.role) for op in cfg.commands.operators] == [("ops-1", "admin"), ("bo-ack", "backoffice")]

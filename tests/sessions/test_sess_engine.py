@@ -108,7 +108,12 @@ def test_face_photo_default_deny_consent_and_legal_basis(rig: Any) -> None:
         session = (await engine.begin(service))["session"]
         reader.place(card("丙某某", "99000019750303003"))
         while True:
-            event = await wait_event(events, "step")
+            event = await asyncio.wait_for(events.get(), 20)
+            if event["event"] == "photo_preview":
+                await engine.accept_photo()
+                continue
+            if event["event"] != "step":
+                continue
             if event["step"] == "capture_photo" and consent:
                 await engine.set_consent(face=True)
             elif event["step"] == "capture_address":

@@ -3,9 +3,11 @@
 
 GIVEN a simulated card carrying a known (synthetic) name and ID number and a
 known mailing address, WHEN citizens are served through every kind of
-service, THEN neither appears in the database file (with its -wal and -shm),
-anywhere else in the state directory, in the logs, on the printed receipt or
-in any published payload outside the sealed bundles -- searched as UTF-8,
+service (one mailing to the address on the card, one to a typed one), THEN
+neither appears in the database file (with its -wal and -shm), anywhere else
+in the state directory, in the logs, on the printed receipt, in any event the
+engine gives a screen (the photo preview aside: it is the citizen's face, for
+the citizen) or in any published payload outside the sealed bundles -- searched as UTF-8,
 UTF-16-LE (the card's own encoding), GB18030 and JSON-escaped. The same
 canaries do come out of ``unseal``: the search is looking in the right place.
 """
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -47,12 +50,14 @@ def test_canary_never_in_clear(tmp_path: Path, broker: DevBroker, subscriber: Su
                                  address=CANARY_ADDRESS)
     assert canary.check_ok
     printed = ""
+    screen_saw: list[dict[str, Any]] = []
 
     async def scenario() -> None:
         nonlocal printed
         async with running_agent(cfg) as (agent, engine):
             events: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
             engine.add_listener(events.put_nowait)
+            engine.add_listener(lambda event: screen_saw.append(event) if event["event"] != "photo_preview" else None)
             reader = agent.peripherals.simulators["idcard"]
             for service in ("pension_record_print", "residence_permit_application", "driving_licence_renewal"):
                 reader.remove()
@@ -62,12 +67,17 @@ def test_canary_never_in_clear(tmp_path: Path, broker: DevBroker, subscriber: Su
                     if event["event"] == "ended":
                         assert event["outcome"] == "completed", event
                         break
+                    if event["event"] == "photo_preview":
+                        await engine.accept_photo()
+                        continue
                     if event["event"] != "step":
                         continue
                     if event["step"] == "read_id":
                         reader.place(canary)
                     elif event["step"] == "capture_photo":
                         await engine.set_consent(face=True)
+                    elif event["step"] == "capture_address" and service == "residence_permit_application":
+                        await engine.provide_address(use_card_address=True, phone="19900000088")
                     elif event["step"] == "capture_address":
                         await engine.provide_address(recipient=CANARY_NAME, phone="19900000088",
                                                      address=CANARY_ADDRESS, postcode="999988")
@@ -105,6 +115,9 @@ def test_canary_never_in_clear(tmp_path: Path, broker: DevBroker, subscriber: Su
         hits["log"] = found
     if found := find_pii(printed.encode("utf-8"), secrets):
         hits["receipt"] = found
+    assert {"card_read", "step", "ended", "receipt_printed"} <= {e["event"] for e in screen_saw}
+    if found := find_pii(json.dumps(screen_saw, ensure_ascii=False, default=str).encode("utf-8"), secrets):
+        hits["events"] = found
     published = list(subscriber.messages)
     for msg in published:
         if found := find_pii(msg.topic.encode() + msg.payload, secrets):
@@ -119,7 +132,12 @@ def test_canary_never_in_clear(tmp_path: Path, broker: DevBroker, subscriber: Su
         {CANARY_NUMBER[:2] + "*" * 12 + CANARY_NUMBER[-4:]}
     bundles = subscriber.matching("/evidence")
     assert len(bundles) == 3
+    mailed = []
     for msg in bundles:
         content = parse_content(open_bundle(bo.key, Bundle.from_dict(msg.data["bundle"]), msg.data["tx"]))
         assert content["card"]["name"] == CANARY_NAME and content["card"]["id_number"] == CANARY_NUMBER
         assert content["card"]["address"] == CANARY_ADDRESS
+        if content["mailing"]:
+            mailed.append((content["mailing"]["source"], content["mailing"]["recipient"],
+                           content["mailing"]["address"]))
+    assert sorted(mailed) == [("entered", CANARY_NAME, CANARY_ADDRESS), ("id_card", CANARY_NAME, CANARY_ADDRESS)]

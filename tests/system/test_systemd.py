@@ -107,7 +107,9 @@ def test_unit_keeps_the_settings_the_agent_relies_on() -> None:
     assert one["Type"] == "notify" and one["Restart"] == "always"
     assert one["RestartPreventExitStatus"] == "78"       # agent.cli EX_CONFIG
     assert one["User"] == "kiosk-agent" and one["MemoryDenyWriteExecute"] == "yes"
-    assert one["ProtectSystem"] == "strict" and one["ReadWritePaths"] == "/var/lib/kiosk-agent /etc/kiosk-agent"
+    assert one["ProtectSystem"] == "strict"
+    # The local API token's directory for the kiosk screen ('-': absent on a kiosk without one).
+    assert settings["ReadWritePaths"] == ["/var/lib/kiosk-agent /etc/kiosk-agent", "-/run/kiosk-ui"]
     assert one["CapabilityBoundingSet"] == "" and one["DevicePolicy"] == "closed"
     assert one["RestrictAddressFamilies"].split() == ["AF_UNIX", "AF_INET", "AF_INET6"]
     allowed = {v.split()[0] for v in settings["DeviceAllow"]}

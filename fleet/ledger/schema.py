@@ -1,0 +1,170 @@
+# SPDX-License-Identifier: Apache-2.0
+"""The ledger's PostgreSQL schema: a ladder of migrations and the version it reached.
+
+    migrate(conn)            # runs the steps the database lacks, in one transaction
+
+``MIGRATIONS[n - 1]`` takes the database from version ``n - 1`` to ``n``; a
+released step is never edited, a change is a new step at the end. The
+version is the highest row of ``schema_version``. A database newer than this
+code (a rolled-back ledger) is refused with ``SchemaTooNew`` before anything
+is written. Workers starting together serialise on an advisory lock, so
+each step runs once.
+
+Tables (version 1):
+
+- ``kiosks`` / ``kiosk_keys``: who may publish, and with which Ed25519 keys
+  (``kid`` = ``agent.wire.keyid.key_id``).
+- ``tx``: every verified record, its payload byte for byte; ``linked_at``
+  NULL while its predecessor has not arrived (pending); ``acked_at`` NULL
+  while a ``tx/ack`` naming it is due.
+- ``epochs``: each journal epoch of a kiosk, with what a new one said it
+  followed after a lost store.
+- ``evidence``: sealed bundles as received (the ledger holds no private key).
+- ``quarantine``: what failed verification, with a stable reason code.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fleet.ledger.errors import SchemaTooNew
+
+__all__ = ["MIGRATIONS", "SCHEMA_VERSION", "migrate", "current_version", "MIGRATION_LOCK"]
+
+# pg_advisory_xact_lock key for migrations ("kiosk-ledger" in ASCII, truncated to fit a bigint).
+MIGRATION_LOCK = 0x6B696F736B6C6564
+
+_STEP_1 = """
+CREATE TABLE kiosks (
+    kiosk         text PRIMARY KEY,
+    fleet         text NOT NULL,
+    registered_at timestamptz NOT NULL DEFAULT now(),
+    source        text NOT NULL DEFAULT ''
+);
+CREATE TABLE kiosk_keys (
+    kiosk      text NOT NULL REFERENCES kiosks ON DELETE CASCADE,
+    kid        text NOT NULL,
+    public_key bytea NOT NULL CHECK (length(public_key) = 32),
+    added_at   timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (kiosk, kid)
+);
+CREATE TABLE tx (
+    kiosk        text NOT NULL,
+    epoch        text NOT NULL,
+    seq          bigint NOT NULL,
+    id           text NOT NULL,
+    fleet        text NOT NULL,
+    hash         text NOT NULL,
+    prev         text NOT NULL,
+    kid          text NOT NULL,
+    ts_ms        bigint NOT NULL,
+    kind         text NOT NULL,
+    has_evidence boolean NOT NULL,
+    payload      bytea NOT NULL,
+    received_at  timestamptz NOT NULL DEFAULT now(),
+    linked_at    timestamptz,
+    skipped      bigint NOT NULL DEFAULT 0,
+    acked_at     timestamptz,
+    PRIMARY KEY (kiosk, epoch, seq),
+    UNIQUE (kiosk, id)
+);
+CREATE INDEX tx_by_hash ON tx (kiosk, hash);
+CREATE INDEX tx_pending ON tx (kiosk, prev) WHERE linked_at IS NULL;
+CREATE INDEX tx_ack_due ON tx (fleet, kiosk) WHERE linked_at IS NOT NULL AND acked_at IS NULL;
+CREATE TABLE epochs (
+    kiosk               text NOT NULL,
+    epoch               text NOT NULL,
+    first_seen_at       timestamptz NOT NULL DEFAULT now(),
+    reason              text,
+    prev_epoch          text,
+    prev_last_seq       bigint,
+    prev_last_seq_exact boolean,
+    PRIMARY KEY (kiosk, epoch)
+);
+CREATE TABLE evidence (
+    kiosk       text NOT NULL,
+    tx_id       text NOT NULL,
+    fleet       text NOT NULL,
+    seq         bigint,
+    sha256      text NOT NULL,
+    payload     bytea NOT NULL,
+    received_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (kiosk, tx_id)
+);
+CREATE TABLE quarantine (
+    qid         bigserial PRIMARY KEY,
+    received_at timestamptz NOT NULL DEFAULT now(),
+    topic       text NOT NULL,
+    fleet       text,
+    kiosk       text,
+    kind        text NOT NULL,
+    reason      text NOT NULL,
+    detail      text NOT NULL,
+    record_id   text,
+    epoch       text,
+    seq         bigint,
+    sha256      text NOT NULL,
+    payload     bytea NOT NULL,
+    UNIQUE (topic, sha256, reason)
+);
+CREATE INDEX quarantine_by_kiosk ON quarantine (kiosk, received_at);
+"""
+
+# Version 2 (ledger-ops): gaps (fleet/ledger/gaps.py), one row per run of missing seqs below a pending record,
+# keyed by the seq before that record; closed "filled" when the records came, "lost" when the kiosk no longer
+# has them. And the index export reads by.
+_STEP_2_GAPS = """
+CREATE TABLE gaps (
+    kiosk        text NOT NULL,
+    epoch        text NOT NULL,
+    to_seq       bigint NOT NULL,
+    from_seq     bigint NOT NULL,
+    seen_at      timestamptz NOT NULL,
+    raised_at    timestamptz,
+    requested_at timestamptz,
+    requests     integer NOT NULL DEFAULT 0,
+    closed_at    timestamptz,
+    outcome      text,
+    detail       text,
+    kind         text NOT NULL DEFAULT 'tx',     -- 'tx': records missing; 'evidence': a stored record's bundle
+    PRIMARY KEY (kiosk, epoch, to_seq)
+);
+CREATE INDEX gaps_open ON gaps (kiosk) WHERE closed_at IS NULL;
+-- kiosk-ledger export --since: rows arrive in received_at order, so a BRIN index (a few pages, next to
+-- nothing per insert) lets an export read the recent end of tx, not all of it.
+CREATE INDEX tx_received_brin ON tx USING brin (received_at);
+"""
+
+MIGRATIONS: list[str] = [_STEP_1, _STEP_2_GAPS]
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def current_version(conn: Any) -> int:
+    """The database's schema version; 0 for an empty database."""
+    row = conn.execute("SELECT to_regclass('schema_version') IS NOT NULL").fetchone()
+    if not row or not row[0]:
+        return 0
+    row = conn.execute("SELECT coalesce(max(version), 0) FROM schema_version").fetchone()
+    return int(row[0]) if row else 0
+
+
+def migrate(conn: Any, *, target: int | None = None) -> tuple[int, int]:
+    """Bring the database to ``target`` (default: this code's version); returns (before, after).
+
+    ``conn`` is a psycopg connection; everything runs in one transaction, so
+    a failure leaves the old version whole.
+    """
+    target = SCHEMA_VERSION if target is None else target
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
+        before = current_version(conn)
+        if before > SCHEMA_VERSION:
+            raise SchemaTooNew(f"the database is at schema version {before}, newer than this kiosk-ledger knows "
+                               f"({SCHEMA_VERSION}); upgrade kiosk-ledger (nothing was changed)")
+        if before == 0:
+            conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version integer PRIMARY KEY, "
+                         "applied_at timestamptz NOT NULL DEFAULT now())")
+        for version in range(before + 1, target + 1):
+            conn.execute(MIGRATIONS[version - 1])
+            conn.execute("INSERT INTO schema_version (version) VALUES (%s)", (version,))
+    return before, max(before, target)
