@@ -9,15 +9,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+from kiosktest import wait_until_async
+
 from agent.config import DEFAULT_SIM_CONFIG, Config, load_config
 from agent.sim.devrun import write_sim_config
 from agent.wire.sealing import X25519PrivateKey, public_key_b64, save_private_key
+from hal.sim.idcard import sample_card, synthetic_number
 
 __all__ = ["BackOffice", "session_config", "running_agent", "encodings", "find_pii", "QUICK_SERVICES",
            "wait_event"]
@@ -141,3 +145,25 @@ def find_pii(blob: bytes, secrets: list[str]) -> list[str]:
 
 def quiet_logs() -> None:
     logging.getLogger("agent.uplink.connection").setLevel(logging.WARNING)
+
+
+RECORD_PRINT = '''
+[[services]]
+id = "record_print"
+name_zh = "记录打印"
+name_en = "Record print"
+offline = true
+receipt = "purpose"
+steps = [{ kind = "read_id", timeout_s = 20 }, { kind = "confirm", timeout_s = 20 },
+         { kind = "print_receipt", timeout_s = 20 }]
+'''
+
+
+def resident_card(body17: str, name: str) -> Any:
+    """The simulator's resident card with ``name`` and a valid number built from 17 digits."""
+    return dataclasses.replace(sample_card("resident"), name=name, id_number=synthetic_number(body17))
+
+
+async def until(predicate: Any, what: str, timeout: float = 20.0) -> Any:
+    """Poll without blocking the loop the agent runs on."""
+    return await wait_until_async(predicate, timeout, interval=0.05, message=what)

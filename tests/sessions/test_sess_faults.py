@@ -13,7 +13,6 @@ while the agent started (before the engine listened) still erases its bundle.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import json
 import sqlite3
 import sys
@@ -22,7 +21,16 @@ from pathlib import Path
 from typing import Any
 
 from kiosktest import Subscriber
-from sesskit import QUICK_SERVICES, BackOffice, running_agent, session_config, wait_event
+from sesskit import (
+    QUICK_SERVICES,
+    RECORD_PRINT,
+    BackOffice,
+    resident_card,
+    running_agent,
+    session_config,
+    until,
+    wait_event,
+)
 
 from agent.config import load_config
 from agent.localapi import messages
@@ -30,33 +38,10 @@ from agent.localapi.kiosk import completion_code
 from agent.sessions.engine import READER_FAULT_READS
 from agent.sim.devbroker import DevBroker
 from agent.sim.simcontrol import send_sim_command, socket_path
-from hal.sim.idcard import sample_card, synthetic_number
-
-RECORD_PRINT = '''
-[[services]]
-id = "record_print"
-name_zh = "记录打印"
-name_en = "Record print"
-offline = true
-receipt = "purpose"
-steps = [{ kind = "read_id", timeout_s = 20 }, { kind = "confirm", timeout_s = 20 },
-         { kind = "print_receipt", timeout_s = 20 }]
-'''
 
 
 def card(body17: str) -> Any:
-    return dataclasses.replace(sample_card("resident"), name="己某某", id_number=synthetic_number(body17))
-
-
-async def until(predicate: Any, what: str, timeout: float = 20.0) -> Any:
-    """Poll without blocking the loop the agent runs on."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not (found := predicate()):
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(0.05)
-    return found
+    return resident_card(body17, "己某某")
 
 
 def drain(queue: asyncio.Queue[dict[str, Any]]) -> list[dict[str, Any]]:

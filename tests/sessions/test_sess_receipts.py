@@ -11,7 +11,6 @@ every completed session with a receipt step is followed by a signed
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -19,42 +18,22 @@ import pytest
 from kiosktest import Subscriber
 from sesskit import (
     QUICK_SERVICES,
+    RECORD_PRINT,
     BackOffice,
+    resident_card,
     running_agent,
     session_config,
+    until,
     wait_event,
 )
 
 from agent.config import load_config
 from agent.sessions.engine import PrinterUnavailable
 from agent.sim.devbroker import DevBroker
-from hal.sim.idcard import sample_card, synthetic_number
-
-RECORD_PRINT = '''
-[[services]]
-id = "record_print"
-name_zh = "记录打印"
-name_en = "Record print"
-offline = true
-receipt = "purpose"
-steps = [{ kind = "read_id", timeout_s = 20 }, { kind = "confirm", timeout_s = 20 },
-         { kind = "print_receipt", timeout_s = 20 }]
-'''
 
 
 def card(body17: str) -> Any:
-    return dataclasses.replace(sample_card("resident"), name="戊某某", id_number=synthetic_number(body17))
-
-
-async def until(predicate: Any, what: str, timeout: float = 20.0) -> Any:
-    """Poll without blocking the loop the agent runs on."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not (found := predicate()):
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(0.05)
-    return found
+    return resident_card(body17, "戊某某")
 
 
 async def records(sub: Subscriber, kind: str, session_id: str) -> dict[str, Any]:
