@@ -66,9 +66,13 @@ def _acked_seqs(agent: AgentProcess) -> set[int]:
         conn.close()
 
 
-def test_records_dropped_before_the_ledger_are_asked_for_stored_and_acknowledged(
-        agent_factory: type[AgentProcess], broker: DevBroker, subscriber: Subscriber, dsn: str,
-        backoffice_key: Path, tmp_path: Path) -> None:
+def _registered_agent(agent_factory: type[AgentProcess], dsn: str, backoffice_key: Path, tmp_path: Path,
+                      overrides: dict[str, str], extra: str = "") -> AgentProcess:
+    """A kiosk registered with the ledger under its own device key, trusting the back-office key.
+
+    The trust is what `kioskctl keys init --role backoffice` tells the fleet office to give each kiosk:
+    its ack key for evidence and a `backoffice` operator entry (tx-resend only).
+    """
     device = Ed25519PrivateKey.generate()
     device_file = tmp_path / "device.key"
     device_file.write_bytes(device.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
@@ -77,12 +81,19 @@ def test_records_dropped_before_the_ledger_are_asked_for_stored_and_acknowledged
     with connect(dsn) as conn:
         register_kiosk(conn, KIOSK, FLEET, public_raw(device), source="test")
     backoffice = backoffice_key.with_suffix(".pub").read_text().strip()
-    agent = agent_factory("agent", overrides={"tx_per_minute": "240", "interval_s": "300"})
-    # What `kioskctl keys init --role backoffice` tells the fleet office to give each kiosk.
+    agent = agent_factory("agent", overrides=overrides)
     agent.config.write_text(agent.config.read_text() + f'\n[keys]\nsigning_key = "{device_file}"\n'
                             f'\n[evidence]\nack_public_keys = ["{backoffice}"]\n'
                             f'\n[[commands.operators]]\nid = "{backoffice_key.stem}"\npublic_key = "{backoffice}"\n'
-                            'role = "backoffice"\n')
+                            'role = "backoffice"\n' + extra)
+    return agent
+
+
+def test_records_dropped_before_the_ledger_are_asked_for_stored_and_acknowledged(
+        agent_factory: type[AgentProcess], broker: DevBroker, subscriber: Subscriber, dsn: str,
+        backoffice_key: Path, tmp_path: Path) -> None:
+    agent = _registered_agent(agent_factory, dsn, backoffice_key, tmp_path,
+                              {"tx_per_minute": "240", "interval_s": "300"})
     agent.start()
 
     # Published while no ledger session exists: the broker delivers them to nobody.
@@ -182,19 +193,7 @@ def test_records_lost_at_the_end_of_a_quiet_kiosks_stream_are_found_from_its_hea
         agent_factory: type[AgentProcess], broker: DevBroker, subscriber: Subscriber, dsn: str,
         backoffice_key: Path, tmp_path: Path) -> None:
     """Nothing is recorded after the lost records (a quiet kiosk): its health's head seq shows the gap."""
-    device = Ed25519PrivateKey.generate()
-    device_file = tmp_path / "device.key"
-    device_file.write_bytes(device.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                                 serialization.NoEncryption()))
-    device_file.chmod(0o600)
-    with connect(dsn) as conn:
-        register_kiosk(conn, KIOSK, FLEET, public_raw(device), source="test")
-    backoffice = backoffice_key.with_suffix(".pub").read_text().strip()
-    agent = agent_factory("agent", overrides={"tx_per_minute": "600", "interval_s": "5"})
-    agent.config.write_text(agent.config.read_text() + f'\n[keys]\nsigning_key = "{device_file}"\n'
-                            f'\n[evidence]\nack_public_keys = ["{backoffice}"]\n'
-                            f'\n[[commands.operators]]\nid = "{backoffice_key.stem}"\npublic_key = "{backoffice}"\n'
-                            'role = "backoffice"\n')
+    agent = _registered_agent(agent_factory, dsn, backoffice_key, tmp_path, {"tx_per_minute": "600", "interval_s": "5"})
     agent.start()
     wait_until(lambda: len(subscriber.matching(f"/{KIOSK}/tx")) >= 4, 30, message="four transactions")
     agent.kill()            # kill -9; restarted quiet: it records nothing more
@@ -232,19 +231,8 @@ def test_bundles_lost_with_their_records_come_back_and_the_kiosk_erases_them_aft
     import subprocess
     import sys
 
-    device = Ed25519PrivateKey.generate()
-    device_file = tmp_path / "device.key"
-    device_file.write_bytes(device.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                                 serialization.NoEncryption()))
-    device_file.chmod(0o600)
-    with connect(dsn) as conn:
-        register_kiosk(conn, KIOSK, FLEET, public_raw(device), source="test")
-    backoffice = backoffice_key.with_suffix(".pub").read_text().strip()
-    agent = agent_factory("agent", overrides={"interval_s": "5"})
-    agent.config.write_text(agent.config.read_text() + f'\n[keys]\nsigning_key = "{device_file}"\n'
-                            f'\n[evidence]\nack_public_keys = ["{backoffice}"]\n'
-                            f'\n[[commands.operators]]\nid = "{backoffice_key.stem}"\npublic_key = "{backoffice}"\n'
-                            'role = "backoffice"\n\n[devices.idcard]\npoll_interval_s = 0.2\n')
+    agent = _registered_agent(agent_factory, dsn, backoffice_key, tmp_path, {"interval_s": "5"},
+                              extra="\n[devices.idcard]\npoll_interval_s = 0.2\n")
     sim = subprocess.run([sys.executable, "-m", "agent", "simulate", "--config", str(agent.config), "--sessions", "2",
                           "--service", "pension_record_print"], capture_output=True, text=True, timeout=300,
                          env={**os.environ, "PYTHONUNBUFFERED": "1"})
