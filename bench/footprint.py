@@ -53,9 +53,12 @@ LIST_IMPORTS = textwrap.dedent("""
     import importlib, sys
     import agent.runtime.daemon, agent.cli, agent.runtime.selftest   # the daemon imports its components
     import hal.idcard, hal.printer, hal.scanner, hal.camera, hal.coproc, hal.sim, hal.sim.coproc
+    # The local API imports websockets when its server starts, not at import: name what it loads then.
+    import websockets.asyncio.server, websockets.http11, websockets.datastructures, websockets.exceptions
     own = ("agent", "hal", "firmware", "fleet", "provisioning")
     print(" ".join(sorted(m for m in sys.modules if m.split(".")[0] not in own and not m.startswith("_")
-                          and ("." not in m or m.startswith(("cryptography.", "nacl.", "paho.", "serial."))))))
+                          and ("." not in m or m.startswith(("cryptography.", "nacl.", "paho.", "serial.",
+                                                             "websockets."))))))
 """)
 
 BARE = textwrap.dedent("""
