@@ -256,7 +256,7 @@ def test_the_screen_shows_the_real_agents_home_screen_through_its_token(screen_d
         proc = _start(screen_dir, token_file, port, chromium=wrapper)
         with sync_playwright() as playwright:
             browser = wait_until(lambda: _cdp(playwright, debug_port), timeout=60, message="the screen's browser")
-            page = wait_until(lambda: [p for c in browser.contexts for p in c.pages if "127.0.0.1" in p.url],
+            page = wait_until(lambda: [p for c in browser.contexts for p in c.pages if "127.0.0.1" in _href(p)],
                               timeout=60, message="the kiosk page")[0]
             expect(page.get_by_role("button", name="养老金发放记录打印")).to_be_visible(timeout=30_000)
             # The page dropped the token from its address (kept in memory only).
@@ -266,6 +266,15 @@ def test_the_screen_shows_the_real_agents_home_screen_through_its_token(screen_d
         if proc is not None:
             _stop(proc)
         agent.terminate()
+
+
+def _href(page: Any) -> str:
+    """Where the page is now, asked of the page: a page attached over CDP before the start page's
+    refresh ran can keep reporting the start page's URL."""
+    try:
+        return str(page.evaluate("location.href"))
+    except Exception:  # noqa: BLE001 - the page is between documents: ask again on the next poll
+        return ""
 
 
 def pwd_gid(user: str) -> int:
