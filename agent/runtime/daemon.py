@@ -136,6 +136,10 @@ class Agent:
                 try:
                     async with contextlib.AsyncExitStack() as stack:
                         self.components_started_ms = now_ms()
+                        # Cleared before the components start, not when serving begins: a restart
+                        # asked for while they start (the store's background check, once connected)
+                        # must not be lost.
+                        self._reload_requested.clear()
                         await self._start_components(stack)
                         serving = True
                         notify("READY=1", f"STATUS=serving as {self.cfg.kiosk.id}")
@@ -269,7 +273,6 @@ class Agent:
             self.health.set_interval(new.health.interval_s)
 
     async def _serve_until_stop_or_restart(self) -> None:
-        self._reload_requested.clear()
         if self._stop.is_set():
             return
         await self._reload_requested.wait()
