@@ -23,20 +23,19 @@ ROOT = Path(__file__).resolve().parents[2]
 for path in (ROOT, ROOT / "tests", ROOT / "tests" / "ui"):
     sys.path.insert(0, str(path))
 
-from uikit import PHONE, Citizen, KioskScreen, Operator, launch_browser, running_screen  # noqa: E402
+from uikit import (  # noqa: E402
+    PHONE,
+    Citizen,
+    KioskScreen,
+    Operator,
+    launch_browser,
+    one_pension_service,
+    running_screen,
+)
 
 from agent.sim.devbroker import free_port  # noqa: E402
 
-SHORT_STEPS = '''
-[[services]]
-id = "pension_record_print"
-name_zh = "养老金发放记录打印"
-name_en = "Pension payment record print"
-offline = true
-receipt = "purpose"
-steps = [{ kind = "read_id", timeout_s = 60 }, { kind = "confirm", timeout_s = 3 },
-         { kind = "print_receipt", timeout_s = 60 }]
-'''
+SHORT_STEPS = one_pension_service(confirm_s=3, other_s=60)
 VARIANTS = (("zh", False), ("zh", True), ("en", False), ("en", True))
 
 

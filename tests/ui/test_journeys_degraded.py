@@ -17,21 +17,20 @@ from typing import Any
 
 from kiosktest import Subscriber, wait_until
 from playwright.sync_api import expect
-from uikit import PAYMENT_CODE, Citizen, KioskScreen, Operator, PageRecorder, pension_journey, session_tx
+from uikit import (
+    PAYMENT_CODE,
+    Citizen,
+    KioskScreen,
+    Operator,
+    PageRecorder,
+    one_pension_service,
+    pension_journey,
+    session_tx,
+)
 
 from agent.sim.devbroker import DevBroker, free_port
 
-# A catalogue of one service with short steps: walking away takes seconds, not minutes.
-WALK_AWAY_SERVICES = '''
-[[services]]
-id = "pension_record_print"
-name_zh = "养老金发放记录打印"
-name_en = "Pension payment record print"
-offline = true
-receipt = "purpose"
-steps = [{ kind = "read_id", timeout_s = 30 }, { kind = "confirm", timeout_s = 8 },
-         { kind = "print_receipt", timeout_s = 30 }]
-'''
+WALK_AWAY_SERVICES = one_pension_service(confirm_s=8, other_s=30)
 
 
 def test_printer_out_of_paper(kiosk_screen: KioskScreen) -> None:

@@ -406,6 +406,21 @@ SERVICE_NAMES = {
 PHONE = "13912345678"
 
 
+def one_pension_service(confirm_s: float, other_s: float) -> str:
+    """A catalogue of the pension record print alone, its confirm step ``confirm_s`` long: walking away
+    takes seconds, not minutes."""
+    return f'''
+[[services]]
+id = "pension_record_print"
+name_zh = "养老金发放记录打印"
+name_en = "Pension payment record print"
+offline = true
+receipt = "purpose"
+steps = [{{ kind = "read_id", timeout_s = {other_s} }}, {{ kind = "confirm", timeout_s = {confirm_s} }},
+         {{ kind = "print_receipt", timeout_s = {other_s} }}]
+'''
+
+
 class Citizen:
     """One person at the screen, reading ``lang``: each method is a thing they see or do."""
 
