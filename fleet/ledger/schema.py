@@ -21,6 +21,10 @@ Tables (version 1):
   followed after a lost store.
 - ``evidence``: sealed bundles as received (the ledger holds no private key).
 - ``quarantine``: what failed verification, with a stable reason code.
+
+Version 2 adds ``gaps``; version 3 the dashboard's history (``kiosk_status``,
+``state_history``, ``health_history``, ``alarm_history``, ``cmd_results``)
+and its ``dashboard_users``, ``dashboard_sessions`` and ``audit``.
 """
 
 from __future__ import annotations
@@ -135,7 +139,117 @@ CREATE INDEX gaps_open ON gaps (kiosk) WHERE closed_at IS NULL;
 CREATE INDEX tx_received_brin ON tx USING brin (received_at);
 """
 
-MIGRATIONS: list[str] = [_STEP_1, _STEP_2_GAPS]
+# Version 3 (the fleet dashboard, issue 17): what kiosks say besides their transactions, kept with a
+# retention by fleet/ledger/history.py, and the dashboard's own users, sessions and audit trail
+# (fleet/dashboard/). Times are the kiosk's (payload ``ts``) where a kiosk said when; ``received_at`` is
+# the ledger's. Payloads are stored as parsed JSON: none of these topics carries citizen data.
+_STEP_3_HISTORY = """
+CREATE TABLE kiosk_status (
+    kiosk         text PRIMARY KEY,
+    fleet         text NOT NULL,
+    site          text,
+    online        boolean,
+    online_since  timestamptz,         -- when ``online`` last changed
+    bd_seq        bigint,              -- of the birth or Will that set ``online``
+    mode          text,
+    versions      jsonb,
+    peripherals   jsonb,               -- the state's inventory
+    health        jsonb,               -- the newest health payload
+    health_at     timestamptz,
+    active_alarms jsonb NOT NULL DEFAULT '[]',   -- [{code, severity, since}] of the open alarm episodes
+    last_seen     timestamptz NOT NULL,          -- newest message of any kind
+    updated_at    timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX kiosk_status_fleet ON kiosk_status (fleet, site);
+CREATE TABLE state_history (
+    kiosk       text NOT NULL,
+    fleet       text NOT NULL,
+    ts          timestamptz NOT NULL,
+    online      boolean NOT NULL,
+    bd_seq      bigint NOT NULL,
+    reason      text,
+    mode        text,
+    received_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (kiosk, bd_seq, online)
+);
+CREATE INDEX state_history_by_time ON state_history (kiosk, ts);
+CREATE TABLE health_history (
+    kiosk           text NOT NULL,
+    fleet           text NOT NULL,
+    ts              timestamptz NOT NULL,
+    mode            text,
+    disk_free_mb    double precision,
+    cpu_temp_c      double precision,
+    outbox_backlog  bigint,            -- outbox.tx.unacked
+    connects        bigint,            -- agent.connects (uplink reconnects are its increments)
+    rss_mb          double precision,
+    payload         jsonb NOT NULL,
+    received_at     timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (kiosk, ts)
+);
+CREATE INDEX health_history_brin ON health_history USING brin (ts);
+-- One row per alarm episode: raised opens it, the clear closes it (duration = cleared_at - raised_at).
+CREATE TABLE alarm_history (
+    kiosk       text NOT NULL,
+    fleet       text NOT NULL,
+    code        text NOT NULL,
+    raised_at   timestamptz NOT NULL,  -- the alarm's ``since`` when it became active
+    cleared_at  timestamptz,           -- NULL while open
+    severity    text NOT NULL,
+    detail      text NOT NULL DEFAULT '',
+    device      text,
+    latched     boolean NOT NULL DEFAULT false,
+    updated_at  timestamptz NOT NULL DEFAULT now(),
+    acked_by    text,                  -- a dashboard user; see audit
+    acked_at    timestamptz,
+    ack_note    text,
+    PRIMARY KEY (kiosk, code, raised_at)
+);
+CREATE INDEX alarm_history_open ON alarm_history (raised_at) WHERE cleared_at IS NULL;
+CREATE TABLE cmd_results (
+    kiosk       text NOT NULL,
+    fleet       text NOT NULL,
+    name        text NOT NULL,
+    correlation text NOT NULL DEFAULT '',
+    status      text NOT NULL,
+    code        text,
+    message     text,
+    result      jsonb,
+    ts          timestamptz NOT NULL,
+    received_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (kiosk, correlation, name, status, ts)
+);
+CREATE INDEX cmd_results_by_time ON cmd_results (kiosk, ts);
+CREATE TABLE dashboard_users (
+    username      text PRIMARY KEY,
+    password_hash text NOT NULL,       -- argon2id (argon2-cffi)
+    role          text NOT NULL CHECK (role IN ('viewer', 'operator', 'admin')),
+    created_at    timestamptz NOT NULL DEFAULT now(),
+    disabled_at   timestamptz,
+    failed_logins integer NOT NULL DEFAULT 0,
+    locked_until  timestamptz
+);
+CREATE TABLE dashboard_sessions (
+    token_sha256 text PRIMARY KEY,     -- the cookie holds the token; the table only its hash
+    username     text NOT NULL REFERENCES dashboard_users ON DELETE CASCADE,
+    csrf_token   text NOT NULL,
+    created_at   timestamptz NOT NULL DEFAULT now(),
+    last_seen    timestamptz NOT NULL DEFAULT now(),
+    expires_at   timestamptz NOT NULL
+);
+CREATE TABLE audit (
+    id        bigserial PRIMARY KEY,
+    at        timestamptz NOT NULL DEFAULT now(),
+    username  text NOT NULL,
+    action    text NOT NULL,           -- login, login_failed, logout, alarm_ack, user_add, ...
+    target    text NOT NULL DEFAULT '',
+    detail    jsonb NOT NULL DEFAULT '{}',
+    remote    text NOT NULL DEFAULT ''
+);
+CREATE INDEX audit_by_time ON audit (at);
+"""
+
+MIGRATIONS: list[str] = [_STEP_1, _STEP_2_GAPS, _STEP_3_HISTORY]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
