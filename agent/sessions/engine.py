@@ -107,7 +107,7 @@ SWEEP_INTERVAL_S = 3600.0
 LANGUAGES = ("zh", "en")
 # Why a service is not offered now: the screen shows a text per code (docs/local-api.yaml).
 UNAVAILABLE_REASONS = ("offline", "printer_out_of_paper", "printer_unavailable", "maintenance", "out_of_service",
-                       "door_open", "device_missing")
+                       "door_open", "device_missing", "device_offline")
 _STEP_DEVICES = {"read_id": "idcard", "capture_photo": "camera", "scan_payment": "scanner"}
 _ABORT_REASON = re.compile(r"[a-z][a-z0-9_]{0,39}")
 _PHONE = re.compile(r"1[3-9][0-9]{9}|0[1-9][0-9]{1,2}-?[1-9][0-9]{6,7}")   # mobile, or area code + landline
@@ -523,6 +523,11 @@ class SessionEngine:
             if device is not None and device not in self.io.devices:
                 return refused(NoDevice(f"{service.id} needs the {device}, which this kiosk does not have"),
                                "device_missing")
+            # Only ``<device>_offline``: its supervisor keeps probing and clears it. A ``camera_fault``
+            # clears on the next good capture, which a service nobody may start would never make.
+            if device is not None and self.alarms is not None and f"{device}_offline" in self.alarms.active:
+                return refused(NoDevice(f"{service.id} needs the {device}, which is not answering"),
+                               "device_offline")
         if self.catalogue.needs(service, "read_id") and self.recipient is None:
             return refused(SessionError("no evidence.recipient_public_key: ID card services are disabled"),
                            "out_of_service")

@@ -29,6 +29,7 @@ from agent.sessions.engine import (
     InvalidPhone,
     InvalidPostcode,
     NoCardAddress,
+    NoDevice,
     NoMoreTime,
     NoRetakesLeft,
     NotInService,
@@ -321,6 +322,20 @@ def test_services_say_why_not_and_announce_changes(rig: Any) -> None:
             changed = await screen.services_until(lambda m: not m["quick_print"]["available"])
             assert {s["unavailable_reason"] for s in changed["services"]} == {"door_open"}
             agent.peripherals.sim_actions()["door"]["close"]([])
+            await screen.services_until(lambda m: all(s["available"] for s in m.values()))
+
+            # The card reader stops answering: what reads a card is greyed with its own reason, the rest
+            # stays offered, and all comes back when the supervisor finds it again.
+            reader = agent.peripherals.sim_actions()["idcard"]
+            reader["unplug"]([])
+            changed = await screen.services_until(lambda m: not m["quick_print"]["available"])
+            offline = {s["id"]: s["unavailable_reason"] for s in changed["services"] if not s["available"]}
+            needs_card = {s.id for s in engine.catalogue if engine.catalogue.needs(s, "read_id")}
+            assert set(offline) == needs_card and set(offline.values()) == {"device_offline"}
+            with pytest.raises(NoDevice) as refused:
+                await engine.begin("quick_print")
+            assert refused.value.unavailable_reason == "device_offline"
+            reader["replug"]([])
             await screen.services_until(lambda m: all(s["available"] for s in m.values()))
 
     asyncio.run(scenario())

@@ -24,6 +24,7 @@ export const STRINGS = {
   "reason.out_of_service": {"zh": "暂停服务", "en": "Out of service"},
   "reason.door_open": {"zh": "机柜门已打开", "en": "Cabinet door open"},
   "reason.device_missing": {"zh": "所需设备故障", "en": "A device it needs is not working"},
+  "reason.device_offline": {"zh": "所需设备暂时无法连接", "en": "A device it needs is not answering"},
   "reason.other": {"zh": "暂不可用", "en": "Not available now"},
 
   "banner.offline": {"zh": "网络中断：仅可办理无需联网的业务", "en": "Network offline: only services that work offline are available"},
