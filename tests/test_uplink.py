@@ -125,6 +125,29 @@ def test_the_uplink_uses_the_batched_client() -> None:
     assert _CLIENT_CLASS is _BatchedClient
 
 
+def test_bytes_read_on_a_lost_connection_are_not_parsed_on_the_next() -> None:
+    """The batched reader reads ahead; what it read from a connection that then broke must go with it."""
+    import socket
+
+    import paho.mqtt.client as paho
+    from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+
+    from agent.uplink.connection import _BatchedClient
+
+    client = _BatchedClient(CallbackAPIVersion.VERSION2, protocol=MQTTProtocolVersion.MQTTv5)
+    ours, broker_end = socket.socketpair()
+    ours.setblocking(False)
+    client._sock = ours
+    # A whole PUBACK and the first bytes of a PUBLISH the connection lost before the rest came.
+    broker_end.sendall(bytes([0x40, 0x02, 0x00, 0x01]) + bytes([0x30, 0x20, 0x00]))
+    assert client._sock_recv(1) == bytes([0x40])
+    assert client.buffered()
+    client._sock_close()        # what paho does when the connection is lost
+    broker_end.close()
+    assert not client.buffered()
+    assert isinstance(client, paho.Client)
+
+
 def test_paho_is_pinned_to_exactly_the_release_the_overrides_were_written_for() -> None:
     """setup.cfg's pin, the installed paho and PAHO_WRITTEN_FOR are one version, and the
     override check accepts that one only: a paho bump must be a deliberate re-read of the overrides."""

@@ -102,8 +102,8 @@ class _BatchedClient(paho.Client):
     bookkeeping sees exactly what it would have seen.
     """
 
-    _HOOKS = ("_sock_recv", "_packet_write", "_handle_pubackcomp", "_out_packet", "_out_message_mutex",
-              "_do_on_publish", "_in_packet")
+    _HOOKS = ("_sock_recv", "_sock_close", "_packet_write", "_handle_pubackcomp", "_out_packet",
+              "_out_message_mutex", "_do_on_publish", "_in_packet")
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -132,6 +132,12 @@ class _BatchedClient(paho.Client):
         chunk = self._rbuf[self._rpos:end]
         self._rpos = end
         return chunk
+
+    def _sock_close(self) -> None:
+        # Bytes read on a lost connection must never be parsed as the start of the next one.
+        self._rbuf = b""
+        self._rpos = 0
+        super()._sock_close()
 
     def _packet_write(self) -> MQTTErrorCode:
         out = self._out_packet
