@@ -10,7 +10,10 @@ Prints, with the limit each is held to (DESIGN section 12, issue 16):
    of the two. Every run drains the same backlog, preloaded into the
    broker for the consumers' persistent sessions, on a fresh broker and a
    fresh database; each rate is measured ``--repeat`` times, interleaved,
-   and the best taken (the machine is shared);
+   and the best taken (the machine is shared), each with the 1-minute load
+   average beside it. The workers run tests/ledger's configuration with
+   ``ledger.check_processes`` sized as docs/backoffice.md says for that
+   many workers on this machine (printed with the result);
 2. latency at 200 tx/s from a light kiosk's publish (its commit) to the
    ledger's commit (the row's ``received_at``) and to the ``tx/ack`` naming
    it back at the kiosk, p50/p99 (2 workers; ``acks.interval_ms = 100`` and
@@ -26,7 +29,8 @@ their "commit" is the publish (the agent's own commit-to-publish path is
 bench/outbox.py's). Everything runs on this machine: PostgreSQL (a private
 cluster as the ``postgres`` user), Mosquitto and the workers share its cores.
 
-    .venv/bin/python bench/ledger.py [--records 20000] [--kiosks 1000] [--repeat 2] [--parts 123] [--quick]
+    .venv/bin/python bench/ledger.py [--records 20000] [--kiosks 1000] [--repeat 3] [--parts 123] [--quick]
+    .venv/bin/python bench/ledger.py --parts 1          # the ingest rates only (about a minute and a half)
 """
 
 from __future__ import annotations
@@ -118,6 +122,14 @@ def backlog(kiosks: list[LightKiosk], per_kiosk: int) -> list[tuple[str, bytes]]
     return out
 
 
+def load_average() -> str:
+    """The 1-minute load average: the cores are shared, and a rate means little without it."""
+    try:
+        return Path("/proc/loadavg").read_text().split()[0]
+    except OSError:
+        return "?"
+
+
 def fresh_kiosks(n: int, prefix: str = "k") -> list[LightKiosk]:
     return [LightKiosk(f"{prefix}-{i:04d}", FLEET) for i in range(n)]
 
@@ -148,22 +160,40 @@ def wait_for(what: str, predicate: Any, timeout: float, interval: float = 0.05) 
         time.sleep(interval)
 
 
+def check_processes(workers: int) -> int:
+    """The sizing rule of docs/backoffice.md: a checking process per core a worker has to itself, none for one.
+
+    With one core per worker another process is only overhead (the worker checks in its own thread); with
+    k >= 2, k checking processes spread the checks over all of them (the worker's own part is a fifth).
+    """
+    cores = (os.cpu_count() or 1) // workers
+    return cores if cores >= 2 else 0
+
+
 class Workers:
-    """``kiosk-ledger serve`` processes on one database and broker."""
+    """``kiosk-ledger serve`` processes on one database and broker (tests/ledger's configuration, sized as
+    docs/backoffice.md says for this many workers on this machine: ``ledger.check_processes``)."""
 
     def __init__(self, workdir: Path, dsn: str, broker: DevBroker, key: Path, count: int, extra: str = "") -> None:
         self.procs = []
         for i in range(count):
             config = write_ledger_config(workdir / f"w{i}.toml", dsn=dsn, broker_url=broker.url,
                                          client_id=f"ledger-bench-{i}", key_file=key, fleet=FLEET, extra=extra)
+            text = config.read_text()
+            assert "\n[ledger]\n" in text
+            sized = f"\n[ledger]\ncheck_processes = {check_processes(count)}\n"
+            config.write_text(text.replace("\n[ledger]\n", sized, 1))
             self.procs.append(LedgerProcess(workdir, config))
 
     def start(self) -> Workers:
+        started = {p: p.log.count("subscribed to the fleet's tx and evidence") for p in self.procs}
         for proc in self.procs:
             proc.start()
         for proc in self.procs:
-            wait_for(f"{proc.config.stem} connected", lambda p=proc: "consuming" in p.log and
-                     "connected to the broker" in p.log, 60)
+            # Subscribed, not only connected: a worker stopped before its SUBACK leaves a persistent session
+            # without the subscription, and the backlog published next would never be queued for it.
+            wait_for(f"{proc.config.stem} subscribed", lambda p=proc: p.log.count("subscribed to the fleet's tx and "
+                                                                                  "evidence") > started[p], 60)
         return self
 
     def stop(self) -> None:
@@ -455,7 +485,7 @@ def ingest_part(pg: PgCluster, workdir: Path, key: Path, records: int, repeat: i
             else:
                 rate = ledger_rate(pg, workdir, key, kiosks, messages, int(name), tag)
             best[name] = max(best.get(name, 0.0), rate)
-            print(f"   ({name}: {rate:.0f}/s)", flush=True)
+            print(f"   ({name}: {rate:.0f}/s, load average {load_average()})", flush=True)
     print(f"   raw PostgreSQL COPY         {best['copy']:9.0f} rows/s", flush=True)
     print(f"   raw paho QoS 1 subscriber   {best['raw']:9.0f} msg/s", flush=True)
     lower = min(best["copy"], best["raw"])
@@ -465,7 +495,8 @@ def ingest_part(pg: PgCluster, workdir: Path, key: Path, records: int, repeat: i
         ratio = rate / lower
         verdict = "ok" if ratio >= BUDGET else "OVER BUDGET"
         print(f"   kiosk-ledger, {workers} worker(s)   {rate:9.0f} tx/s = {ratio:5.1%} of the lower "
-              f"(budget >= {BUDGET:.0%}): {verdict}", flush=True)
+              f"(budget >= {BUDGET:.0%}): {verdict}   [ledger.check_processes = {check_processes(workers)}]",
+              flush=True)
         if ratio < BUDGET:
             failures.append(f"ingest {workers} worker(s) {ratio:.1%}")
     return failures
@@ -477,7 +508,7 @@ def main() -> int:
     parser.add_argument("--kiosks", type=int, default=1000, help="light kiosks connected at once")
     parser.add_argument("--quick", action="store_true", help="a small run (smoke test of the bench itself)")
     parser.add_argument("--parts", default="123", help="which parts to run (default 123: all)")
-    parser.add_argument("--repeat", type=int, default=2, help="ingest measurements, interleaved, best of each")
+    parser.add_argument("--repeat", type=int, default=3, help="ingest measurements, interleaved, best of each")
     args = parser.parse_args()
     if args.quick:
         args.records, args.kiosks = 2_000, 100

@@ -121,6 +121,24 @@ def verify_record(payload: bytes, public_key: Ed25519PublicKey | Mapping[str, Ed
 
     Returns the record; raises ValueError naming what is wrong.
     """
+    # The common case first, parsed without loads_strict's duplicate-key hook: a payload that
+    # _signed_part proves canonical has no duplicate key (canonical JSON names each key once, and a
+    # parse that dropped one could not re-encode to the same bytes). Anything else takes the checked
+    # path below, which names what is wrong.
+    try:
+        rec = json.loads(payload.decode("utf-8"))
+    except (ValueError, RecursionError):
+        rec = None
+    if type(rec) is dict and type(rec.get("sig")) is str:
+        body = {k: v for k, v in rec.items() if k != "sig"}
+        signed = _signed_part(rec, body, payload)
+        if signed is not None:
+            return _signature_checked(rec, body, signed, public_key)
+    return _verify_record_checked(payload, public_key)
+
+
+def _verify_record_checked(payload: bytes,
+                           public_key: Ed25519PublicKey | Mapping[str, Ed25519PublicKey]) -> dict[str, Any]:
     try:
         rec = loads_strict(payload)
     except (ValueError, UnicodeDecodeError) as exc:
@@ -133,6 +151,12 @@ def verify_record(payload: bytes, public_key: Ed25519PublicKey | Mapping[str, Ed
         if encode_record(rec) != payload:       # JCS, or the legacy form for a record from before it
             raise ValueError("payload is not in canonical form")
         signed = signed_form(rec)
+    return _signature_checked(rec, body, signed, public_key)
+
+
+def _signature_checked(rec: dict[str, Any], body: dict[str, Any], signed: bytes,
+                       public_key: Ed25519PublicKey | Mapping[str, Ed25519PublicKey]) -> dict[str, Any]:
+    """``body`` if ``rec``'s signature over ``signed`` verifies with its key; ValueError otherwise."""
     key = public_key.get(rec.get("kid", "")) if isinstance(public_key, Mapping) else public_key
     if key is None:
         raise ValueError(f"unknown key id {rec.get('kid')!r}")

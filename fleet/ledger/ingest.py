@@ -38,7 +38,6 @@ from urllib.parse import urlsplit
 
 import paho.mqtt.client as paho
 import psycopg
-from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
@@ -46,11 +45,13 @@ from paho.mqtt.reasoncodes import ReasonCode
 from agent.wire.contract import ROOT
 from fleet.errors import FleetError
 from fleet.ledger.acks import AckSender, AckSigner
+from fleet.ledger.checkproc import BatchChecker, InlineChecker, ProcessChecker
 from fleet.ledger.config import LedgerConfig
 from fleet.ledger.db import KioskKeys, load_kiosks
 from fleet.ledger.observe import LedgerObserver
+from fleet.ledger.receiver import puback_all, receiver_client
 from fleet.ledger.store import BatchOutcome, Item, LedgerStore
-from fleet.ledger.verify import Rejection, check_evidence, check_tx
+from fleet.ledger.verify import Rejection
 
 __all__ = ["IngestWorker", "FAULT_ENV", "shared_topics"]
 
@@ -72,12 +73,12 @@ def shared_topics(group: str, fleet: str) -> list[str]:
 class _Delivered:
     __slots__ = ("generation", "mid", "qos", "topic", "payload")
 
-    def __init__(self, generation: int, msg: paho.MQTTMessage) -> None:
+    def __init__(self, generation: int, mid: int, qos: int, topic: str, payload: bytes) -> None:
         self.generation = generation
-        self.mid = msg.mid
-        self.qos = msg.qos
-        self.topic = msg.topic
-        self.payload = bytes(msg.payload)
+        self.mid = mid
+        self.qos = qos
+        self.topic = topic
+        self.payload = payload
 
 
 class _Fault:
@@ -102,7 +103,7 @@ class IngestWorker:
     """One worker: MQTT in, verified batches into PostgreSQL, PUBACKs and signed ``tx/ack`` out."""
 
     def __init__(self, cfg: LedgerConfig, *, connect: Callable[[], psycopg.Connection[Any]], signer: AckSigner,
-                 observer: LedgerObserver, fault: str | None = None) -> None:
+                 observer: LedgerObserver, fault: str | None = None, checker: BatchChecker | None = None) -> None:
         self.cfg = cfg
         self.connect = connect
         self.signer = signer
@@ -120,15 +121,15 @@ class IngestWorker:
         self._kiosks_at = 0.0
         self._conn: psycopg.Connection[Any] | None = None
         self._store: LedgerStore | None = None
+        self.checker: BatchChecker = checker if checker is not None else (
+            ProcessChecker(cfg.ledger.check_processes) if cfg.ledger.check_processes else InlineChecker())
         self.client = self._client()
 
     # -- MQTT -------------------------------------------------------------------
 
     def _client(self) -> paho.Client:
         mq = self.cfg.mqtt
-        client = paho.Client(CallbackAPIVersion.VERSION2, client_id=mq.client_id,
-                             protocol=MQTTProtocolVersion.MQTTv5)
-        client.manual_ack_set(True)
+        client = receiver_client(mq.client_id, self._on_delivery)      # manual PUBACKs
         if mq.url.startswith("mqtts://"):
             ctx = ssl.create_default_context(cafile=str(mq.ca_file) if mq.ca_file else None)
             if mq.cert_file:
@@ -136,7 +137,6 @@ class IngestWorker:
             client.tls_set_context(ctx)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
-        client.on_message = self._on_message
         client.on_subscribe = self._on_subscribe
         client.on_publish = self._on_publish
         client.reconnect_delay_set(min_delay=1, max_delay=5)
@@ -177,8 +177,8 @@ class IngestWorker:
             with self._gen_lock:
                 self._refused[mid] = str(reason)
 
-    def _on_message(self, _c: paho.Client, _u: object, msg: paho.MQTTMessage) -> None:
-        self.inbox.append(_Delivered(self.generation, msg))
+    def _on_delivery(self, mid: int, qos: int, topic: str, payload: bytes) -> None:
+        self.inbox.append(_Delivered(self.generation, mid, qos, topic, payload))
         if not self._arrived.is_set():      # after the append: a collector clearing it sees this message
             self._arrived.set()
 
@@ -186,7 +186,9 @@ class IngestWorker:
         parts = urlsplit(self.cfg.mqtt.url)
         props = Properties(PacketTypes.CONNECT)
         props.SessionExpiryInterval = self.cfg.mqtt.session_expiry_s
-        props.ReceiveMaximum = min(65_535, max(100, self.cfg.ledger.batch_max * 2))
+        # Three batches in flight: one being checked, one being stored, and the next already here, so the
+        # checks never wait for a commit's PUBACK to bring them work.
+        props.ReceiveMaximum = min(65_535, max(100, self.cfg.ledger.batch_max * 3))
         self.client.connect_async(parts.hostname or "127.0.0.1",
                                   parts.port or (8883 if parts.scheme == "mqtts" else 1883),
                                   keepalive=self.cfg.mqtt.keepalive, clean_start=False, properties=props)
@@ -215,9 +217,7 @@ class IngestWorker:
         # Under the lock: the connection cannot change between the check and the acks.
         with self._gen_lock:
             current = self.generation
-            for d in delivered:
-                if d.generation == current and d.qos > 0:
-                    self.client.ack(d.mid, d.qos)
+            puback_all(self.client, [d.mid for d in delivered if d.generation == current and d.qos == 1])
 
     # -- batches ----------------------------------------------------------------
 
@@ -246,13 +246,7 @@ class IngestWorker:
             self._kiosks_at = now
 
     def _check(self, batch: list[_Delivered]) -> list[Item]:
-        items: list[Item] = []
-        for d in batch:
-            if d.topic.endswith("/evidence"):
-                items.append(check_evidence(d.topic, d.payload, self.kiosks))
-            else:
-                items.append(check_tx(d.topic, d.payload, self.kiosks))
-        return items
+        return self.checker.check([(d.topic, d.payload) for d in batch], self.kiosks)
 
     def _checked(self, conn: psycopg.Connection[Any], batch: list[_Delivered]) -> list[Item]:
         self._refresh_kiosks(conn)
@@ -390,10 +384,12 @@ class IngestWorker:
     def run(self, stop: threading.Event) -> None:
         """Consume until ``stop`` is set; database outages are retried with the batch held (not acknowledged).
 
-        Two stages: a thread collects and checks batch n+1 (signature checks
-        dominate, and release the GIL) while this one stores batch n,
-        PUBACKs it after the commit and reports it.
+        Two stages: a thread collects batch n+1 and has it checked (by the
+        checker: a child process by default, see fleet/ledger/checkproc.py)
+        while this one stores batch n, PUBACKs it after the commit and
+        reports it.
         """
+        self.checker.start()
         self._conn = self.connect()
         self._store = LedgerStore(self._conn)
         self._refresh_kiosks(self._conn, force=True)
@@ -423,5 +419,6 @@ class IngestWorker:
             self.client.loop_stop()
             verifier.join(10)
             acker.join(10)
+            self.checker.close()
             if self._conn is not None:
                 self._conn.close()

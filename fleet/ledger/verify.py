@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from agent.wire.contract import loads_strict, parse_topic
 from agent.wire.txformat import GENESIS, verify_record
-from fleet.ledger.db import KioskKeys
+from fleet.ledger.kioskkeys import KioskKeys
 
 __all__ = ["TxRecord", "EvidenceItem", "Rejection", "check_tx", "check_evidence", "REASONS"]
 
