@@ -11,10 +11,15 @@ STAMP  := $(VENV)/.installed
 # ledger tests; lintian, shellcheck and debootstrap check the Debian package,
 # cage and xwayland run the kiosk screen's launcher headless (tests/packaging).
 
-.PHONY: run test lint test-long bench bench-ledger bench-ui screenshots venv system-deps clean deb
+.PHONY: run run-backoffice test lint test-long bench bench-ledger bench-dashboard bench-ui screenshots screenshots-dashboard venv system-deps clean deb
 
 run: $(STAMP) system-deps
 	$(PY) -m agent.sim.devrun
+
+# The back office on this machine until Ctrl-C: PostgreSQL (kept in .run/backoffice/pg), Mosquitto, the
+# ledger, the dashboard (its address and the admin's login are printed) and three simulated kiosks.
+run-backoffice: $(STAMP) system-deps
+	$(PY) -m devtools.run_backoffice
 
 # The gates first (seconds), then the suite. pytest's exit 5 (no test
 # collected) fails the target like any other non-zero exit.
@@ -24,7 +29,7 @@ test: lint system-deps
 # The layer contracts, ruff and mypy; their settings are in pyproject.toml.
 lint: $(STAMP)
 	$(VENV)/bin/lint-imports --no-cache
-	$(VENV)/bin/ruff check agent hal fleet provisioning firmware bench tests packaging
+	$(VENV)/bin/ruff check agent hal fleet provisioning firmware bench tests packaging devtools
 	$(VENV)/bin/mypy
 
 test-long: $(STAMP) system-deps
@@ -37,6 +42,12 @@ bench: $(STAMP) system-deps
 bench-ledger: $(STAMP) system-deps
 	$(PY) bench/ledger.py
 
+# The fleet dashboard with 1,000 simulated kiosks and a day of history: /api/fleet server time, the fleet
+# page's render in chromium, alarm at a kiosk to the row changing on the page; each against floors
+# measured in the same run (a few minutes).
+bench-dashboard: $(STAMP) system-deps
+	$(PY) bench/dashboard.py
+
 # The kiosk screen: click to next screen against a static page round trip, idle RSS added by the
 # local API, door edge to alarm with a screen connected (about a minute).
 bench-ui: $(STAMP) system-deps
@@ -46,6 +57,11 @@ bench-ui: $(STAMP) system-deps
 # never test expectations; docs/screenshots/ holds a few of them at half size for the README).
 screenshots: $(STAMP) system-deps
 	$(PY) tests/ui/screenshots.py build/screenshots
+
+# A PNG of every dashboard page, zh and en, at 1366 x 768 and 1920 x 1080, in build/screenshots/dashboard/
+# (the whole back office runs for real: PostgreSQL, Mosquitto, ledger, dashboard, agents, a light fleet).
+screenshots-dashboard: $(STAMP) system-deps
+	$(PY) tests/dashboard/screenshots.py build/screenshots/dashboard
 
 venv: $(STAMP)
 

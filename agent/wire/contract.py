@@ -158,10 +158,17 @@ def validate(name: str, payload: Any) -> None:
 
     jsonschema is a dev/fleet-side dependency; the kiosk itself never needs it.
     """
+    _validator(name).validate(payload)
+
+
+@cache
+def _validator(name: str) -> Any:
+    # Built once per schema: building one costs as much as validating a payload (the ledger's history
+    # worker validates every state, health and alarm message of a fleet).
     import jsonschema
 
-    jsonschema.Draft202012Validator(schema(name), registry=_registry(),
-                                    format_checker=jsonschema.FormatChecker()).validate(payload)
+    return jsonschema.Draft202012Validator(schema(name), registry=_registry(),
+                                           format_checker=jsonschema.FormatChecker())
 
 
 @lru_cache(maxsize=1)

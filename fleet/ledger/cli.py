@@ -5,6 +5,8 @@
     kiosk-ledger kiosks import --config ledger.toml slips/*.txt
     kiosk-ledger serve --config /etc/kiosk-ledger/ledger.toml
     kiosk-ledger status --config ledger.toml [--json]
+    kiosk-ledger users add li --role admin --config ledger.toml     # the dashboard's first user
+    kiosk-ledger dashboard --config ledger.toml                     # the fleet dashboard
 
 Exit codes: 0 done, 1 status found something to look at, 2 a database or
 usage error, 78 a configuration error (as ``kiosk-agent``).
@@ -23,6 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from agent import __version__
+from fleet.dashboard import serve as dashboard_serve
+from fleet.dashboard import users as dashboard_users
 from fleet.errors import FleetError
 from fleet.ledger import report
 from fleet.ledger.config import LedgerConfig, load_ledger_config
@@ -57,10 +61,11 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    """One worker: ingest and acknowledgements, gap requests, the metrics endpoint; until SIGTERM."""
+    """One worker: ingest and acknowledgements, gap requests, the history, the metrics endpoint; until SIGTERM."""
     from fleet.ledger.acks import AckSigner
     from fleet.ledger.db import check_schema, connect
     from fleet.ledger.gaps import GapTracker, GapWatcher, ResendRequester
+    from fleet.ledger.history import HistoryWorker
     from fleet.ledger.ingest import IngestWorker
     from fleet.ledger.metrics import LedgerMetrics
     from fleet.mqtt import FleetClient
@@ -89,10 +94,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
                              observer=metrics)
         watcher = GapWatcher(tracker, gap_client, lambda: connect(dsn, autocommit=True),
                              interval_s=cfg.gaps.check_interval_s).start()
+        # The dashboard's history on its own MQTT session and thread (fleet/ledger/history.py).
+        history = HistoryWorker(cfg, connect=lambda: connect(dsn, autocommit=True),
+                                observer=metrics).start() if cfg.history.enabled else None
         try:
             IngestWorker(cfg, connect=lambda: connect(dsn, autocommit=True), signer=signer,
                          observer=metrics).run(stop)
         finally:
+            if history is not None:
+                history.stop()
             watcher.stop()
             if server is not None:
                 server.close()
@@ -160,6 +170,8 @@ def build_parser() -> argparse.ArgumentParser:
     migrate.set_defaults(func=cmd_migrate)
     report.register(sub)       # status and export (ledger-ops)
     add_kiosks_commands(sub, with_config=True)
+    dashboard_serve.register(sub)    # the fleet dashboard (fleet/dashboard/)
+    dashboard_users.register(sub)
     return parser
 
 

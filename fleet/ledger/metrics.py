@@ -88,6 +88,10 @@ class LedgerMetrics:
                                       registry=r)
         self._unacked = Gauge("ledger_unacked_records", "Committed records not yet acknowledged (fleet-wide)",
                               registry=r)
+        self._history = Counter("ledger_history_messages", "State, health, alarm and command-result messages "
+                                "applied to the history, by kind (duplicates included)", ["kind"], registry=r)
+        self._history_malformed = Counter("ledger_history_malformed", "History messages dropped as malformed, "
+                                          "by kind", ["kind"], registry=r)
         info = Gauge("ledger_info", "This worker's fleet", ["fleet"], registry=r)
         info.labels(fleet=fleet).set(1)
 
@@ -126,6 +130,14 @@ class LedgerMetrics:
     def database(self, *, quarantine_rows: int, unacked: int) -> None:
         self._quarantine_rows.set(quarantine_rows)
         self._unacked.set(unacked)
+
+    # -- what the history worker reports (fleet.ledger.history.HistoryObserver) -----------------
+
+    def history_received(self, *, kind: str, count: int) -> None:
+        self._history.labels(kind=kind).inc(count)
+
+    def history_malformed(self, *, kind: str) -> None:
+        self._history_malformed.labels(kind=kind).inc()
 
     # -- serving ---------------------------------------------------------------------------
 

@@ -24,7 +24,9 @@ Tables (version 1):
 
 Version 2 adds ``gaps``; version 3 the dashboard's history (``kiosk_status``,
 ``state_history``, ``health_history``, ``alarm_history``, ``cmd_results``)
-and its ``dashboard_users``, ``dashboard_sessions`` and ``audit``.
+and its ``dashboard_users``, ``dashboard_sessions`` and ``audit``; version 4
+``alarm_state`` (the newest message of each kiosk's alarm, for the history worker);
+version 5 has the BRIN indexes summarise new block ranges at once (``autosummarize``).
 """
 
 from __future__ import annotations
@@ -249,7 +251,31 @@ CREATE TABLE audit (
 CREATE INDEX audit_by_time ON audit (at);
 """
 
-MIGRATIONS: list[str] = [_STEP_1, _STEP_2_GAPS, _STEP_3_HISTORY]
+# Version 4 (history, issue 17): the newest alarm/{code} message of each kiosk, by the kiosk's ``ts`` (what the
+# broker retains). Workers of a shared subscription may receive a kiosk's raise after its clear; the raise then
+# finds here that a newer message already said the alarm cleared, and its episode is stored closed.
+_STEP_4_ALARM_STATE = """
+CREATE TABLE alarm_state (
+    kiosk   text NOT NULL,
+    code    text NOT NULL,
+    active  boolean NOT NULL,
+    since   timestamptz NOT NULL,      -- the message's ``since``: raised at, or cleared at
+    ts      timestamptz NOT NULL,      -- the message's ``ts``: a message older than this changes nothing
+    PRIMARY KEY (kiosk, code)
+);
+"""
+
+# Version 5 (the dashboard, issue 17): BRIN indexes summarise each block range as soon as the next one starts
+# filling, instead of at the next VACUUM. An insert-only table is vacuumed only after it grew by a fifth, and
+# until then every unsummarised range matches every query: "transactions today" (fleet/dashboard/queries.py)
+# and ``export --since`` read the whole unsummarised tail (measured: 124 ms -> 1.6 ms for the last 5 minutes of
+# 300,000 rows). Storage parameters only: no rewrite, nothing added to an insert.
+_STEP_5_BRIN_AUTOSUMMARIZE = """
+ALTER INDEX tx_received_brin SET (autosummarize = on);
+ALTER INDEX health_history_brin SET (autosummarize = on);
+"""
+
+MIGRATIONS: list[str] = [_STEP_1, _STEP_2_GAPS, _STEP_3_HISTORY, _STEP_4_ALARM_STATE, _STEP_5_BRIN_AUTOSUMMARIZE]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
