@@ -34,7 +34,6 @@ import re
 import secrets
 import shlex
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -47,7 +46,7 @@ import psutil
 from agent.config import load_config
 from agent.control.commands import EX_TEMPFAIL
 from agent.sim.devbroker import DevBroker, find_mosquitto
-from agent.sim.devrun import write_sim_config
+from agent.sim.devrun import port_free, write_sim_config
 from agent.wire.sealing import load_private_key, public_key_b64
 from devtools.pgcluster import PgCluster, PgClusterError, find_pg_bin
 
@@ -156,16 +155,6 @@ def run_cli(*argv: str, timeout: float = 120.0) -> str:
     return done.stdout
 
 
-def _port_free(port: int) -> bool:
-    with socket.socket() as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind(("127.0.0.1", port))
-            return True
-        except OSError:
-            return False
-
-
 def _below_ephemeral() -> range:
     """Ports no outgoing connection takes as its local port: below the kernel's ephemeral range."""
     try:
@@ -185,10 +174,10 @@ def kept_port(path: Path) -> tuple[int, str | None]:
         kept: int | None = int(path.read_text(encoding="ascii"))
     except (OSError, ValueError):
         kept = None
-    if kept is not None and _port_free(kept):
+    if kept is not None and port_free(kept):
         return kept, None
     candidates = _below_ephemeral()
-    port = next(p for p in iter(lambda: secrets.choice(candidates), None) if _port_free(p))
+    port = next(p for p in iter(lambda: secrets.choice(candidates), None) if port_free(p))
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(f"{port}\n", encoding="ascii")
     return port, None if kept is None else f"port {kept} ({path.name}) is in use; using {port} from now on"

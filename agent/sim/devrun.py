@@ -34,7 +34,7 @@ from agent.sim.devbroker import DevBroker, free_port
 from agent.wire.sealing import load_private_key, public_key_b64
 from agent.wire.signing import public_b64
 
-__all__ = ["DevKeys", "choose_port", "ensure_dev_keys", "main", "prepare_config", "write_sim_config"]
+__all__ = ["DevKeys", "choose_port", "ensure_dev_keys", "main", "port_free", "prepare_config", "write_sim_config"]
 
 DEV_OPERATOR = "dev-admin"
 DEV_BACKOFFICE = "dev-backoffice"
@@ -109,7 +109,8 @@ def ensure_dev_keys(keys_dir: Path) -> DevKeys:
                    operator_line, created)
 
 
-def _port_free(port: int) -> bool:
+def port_free(port: int) -> bool:
+    """True when nothing listens on 127.0.0.1:``port`` (connections in TIME_WAIT do not count)."""
     with socket.socket() as probe:
         # SO_REUSEADDR: the last run's connections in TIME_WAIT do not make the port busy.
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -127,7 +128,7 @@ def choose_port(run_dir: Path) -> tuple[int, str | None]:
         kept: int | None = int(path.read_text(encoding="ascii"))
     except (OSError, ValueError):
         kept = None
-    if kept is not None and _port_free(kept):
+    if kept is not None and port_free(kept):
         return kept, None
     port = free_port()
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -223,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
             # A token left by a killed agent is stale: the new one is written when the screen's API listens.
             token_file.unlink(missing_ok=True)
             shown = not cfg.local_api.enabled
-            if not shown and not _port_free(cfg.local_api.port):
+            if not shown and not port_free(cfg.local_api.port):
                 print(f"\n  kiosk screen:    port {cfg.local_api.port} is in use (another make run?); the agent "
                       f"retries it every 10 s,\n                   or set [local_api] port in {config}\n", flush=True)
             agent = subprocess.Popen(command)

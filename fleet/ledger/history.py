@@ -51,25 +51,22 @@ import dataclasses
 import datetime
 import json
 import logging
-import ssl
 import threading
 import time
 from collections.abc import Callable, Iterable
 from typing import Any, Protocol
-from urllib.parse import urlsplit
 
 import jsonschema
 import paho.mqtt.client as paho
 import psycopg
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 from psycopg.types.json import Jsonb
 
 from agent.wire.contract import ROOT, loads_strict, parse_topic, validate
 from fleet.errors import FleetError
 from fleet.ledger.config import LedgerConfig
+from fleet.ledger.receiver import connect_persistent, use_tls
 
 __all__ = ["HistoryWorker", "HistoryStore", "HistoryObserver", "HistoryMessage", "Dropped", "Applied",
            "check_message", "history_topics", "snapshot_topics", "NOTIFY_CHANNEL", "PRUNE_LOCK", "KINDS"]
@@ -510,11 +507,7 @@ class HistoryWorker:
         client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"{mq.client_id}-history",
                              protocol=MQTTProtocolVersion.MQTTv5)
         client.manual_ack_set(True)
-        if mq.url.startswith("mqtts://"):
-            ctx = ssl.create_default_context(cafile=str(mq.ca_file) if mq.ca_file else None)
-            if mq.cert_file:
-                ctx.load_cert_chain(str(mq.cert_file), str(mq.key_file) if mq.key_file else None)
-            client.tls_set_context(ctx)
+        use_tls(client, mq)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
@@ -562,14 +555,7 @@ class HistoryWorker:
             self._arrived.set()
 
     def _start_mqtt(self) -> None:
-        parts = urlsplit(self.cfg.mqtt.url)
-        props = Properties(PacketTypes.CONNECT)
-        props.SessionExpiryInterval = self.cfg.mqtt.session_expiry_s
-        props.ReceiveMaximum = min(65_535, max(100, self.cfg.history.batch_max * 2))
-        self.client.connect_async(parts.hostname or "127.0.0.1",
-                                  parts.port or (8883 if parts.scheme == "mqtts" else 1883),
-                                  keepalive=self.cfg.mqtt.keepalive, clean_start=False, properties=props)
-        self.client.loop_start()
+        connect_persistent(self.client, self.cfg.mqtt, receive_maximum=self.cfg.history.batch_max * 2)
 
     def _snapshot_tick(self) -> None:
         """End the retained snapshot once the broker has sent none for ``snapshot_quiet_ms``."""

@@ -29,17 +29,13 @@ import logging
 import os
 import queue
 import signal
-import ssl
 import threading
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
-from urllib.parse import urlsplit
 
 import paho.mqtt.client as paho
 import psycopg
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from agent.wire.contract import ROOT
@@ -49,7 +45,7 @@ from fleet.ledger.checkproc import BatchChecker, InlineChecker, ProcessChecker
 from fleet.ledger.config import LedgerConfig
 from fleet.ledger.db import KioskKeys, load_kiosks
 from fleet.ledger.observe import LedgerObserver
-from fleet.ledger.receiver import puback_all, receiver_client
+from fleet.ledger.receiver import connect_persistent, puback_all, receiver_client, use_tls
 from fleet.ledger.store import BatchOutcome, Item, LedgerStore
 from fleet.ledger.verify import Rejection
 
@@ -130,11 +126,7 @@ class IngestWorker:
     def _client(self) -> paho.Client:
         mq = self.cfg.mqtt
         client = receiver_client(mq.client_id, self._on_delivery)      # manual PUBACKs
-        if mq.url.startswith("mqtts://"):
-            ctx = ssl.create_default_context(cafile=str(mq.ca_file) if mq.ca_file else None)
-            if mq.cert_file:
-                ctx.load_cert_chain(str(mq.cert_file), str(mq.key_file) if mq.key_file else None)
-            client.tls_set_context(ctx)
+        use_tls(client, mq)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_subscribe = self._on_subscribe
@@ -183,16 +175,9 @@ class IngestWorker:
             self._arrived.set()
 
     def _start_mqtt(self) -> None:
-        parts = urlsplit(self.cfg.mqtt.url)
-        props = Properties(PacketTypes.CONNECT)
-        props.SessionExpiryInterval = self.cfg.mqtt.session_expiry_s
         # Three batches in flight: one being checked, one being stored, and the next already here, so the
         # checks never wait for a commit's PUBACK to bring them work.
-        props.ReceiveMaximum = min(65_535, max(100, self.cfg.ledger.batch_max * 3))
-        self.client.connect_async(parts.hostname or "127.0.0.1",
-                                  parts.port or (8883 if parts.scheme == "mqtts" else 1883),
-                                  keepalive=self.cfg.mqtt.keepalive, clean_start=False, properties=props)
-        self.client.loop_start()
+        connect_persistent(self.client, self.cfg.mqtt, receive_maximum=self.cfg.ledger.batch_max * 3)
 
     def publish_ack(self, topic: str, payload: bytes) -> bool:
         """QoS 1 publish; True once the broker acknowledged it with success."""

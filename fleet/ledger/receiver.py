@@ -29,14 +29,21 @@ from __future__ import annotations
 
 import importlib.metadata
 import logging
+import ssl
 import struct
 from collections.abc import Callable, Iterable
 from typing import Any
+from urllib.parse import urlsplit
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
-__all__ = ["BulkReceiver", "Deliver", "PAHO_WRITTEN_FOR", "receiver_client", "puback_all", "READ_CHUNK"]
+from fleet.ledger.config import MqttConfig
+
+__all__ = ["BulkReceiver", "Deliver", "PAHO_WRITTEN_FOR", "receiver_client", "puback_all", "READ_CHUNK",
+           "use_tls", "connect_persistent"]
 
 log = logging.getLogger("fleet.ledger.receiver")
 
@@ -194,3 +201,27 @@ def puback_all(client: paho.Client, mids: list[int]) -> None:
     else:
         for mid in mids:
             client.ack(mid, 1)
+
+
+def use_tls(client: paho.Client, mq: MqttConfig) -> None:
+    """TLS (and the client certificate, when configured) for an ``mqtts://`` broker; nothing otherwise."""
+    if mq.url.startswith("mqtts://"):
+        ctx = ssl.create_default_context(cafile=str(mq.ca_file) if mq.ca_file else None)
+        if mq.cert_file:
+            ctx.load_cert_chain(str(mq.cert_file), str(mq.key_file) if mq.key_file else None)
+        client.tls_set_context(ctx)
+
+
+def connect_persistent(client: paho.Client, mq: MqttConfig, *, receive_maximum: int) -> None:
+    """Connect in the background with a kept session (``clean_start`` off) and start paho's loop thread.
+
+    The broker keeps what a dead worker had not PUBACKed for ``mq.session_expiry_s``; ``receive_maximum``
+    bounds what it sends before the first PUBACK.
+    """
+    parts = urlsplit(mq.url)
+    props = Properties(PacketTypes.CONNECT)
+    props.SessionExpiryInterval = mq.session_expiry_s
+    props.ReceiveMaximum = min(65_535, max(100, receive_maximum))
+    client.connect_async(parts.hostname or "127.0.0.1", parts.port or (8883 if parts.scheme == "mqtts" else 1883),
+                         keepalive=mq.keepalive, clean_start=False, properties=props)
+    client.loop_start()
