@@ -331,9 +331,9 @@ function render() {
   drawAll();
 }
 
-async function load() {
+async function load(early) {
   try {
-    const data = await get("/api/fleet");
+    const data = await (early instanceof Promise ? early : get("/api/fleet"));
     state.rows = new Map(data.kiosks.map((row) => [row.kiosk, row]));
     state.loaded = true;
     state.error = null;
@@ -383,4 +383,4 @@ function onKiosk(row) {
 }
 
 readFilters();
-startPage({name: "fleet", render, load, onKiosk});
+startPage({name: "fleet", render, prefetch: () => get("/api/fleet"), load, onKiosk});

@@ -37,7 +37,9 @@ export function languageButton(onSwitch) {
 
 /**
  * Run a signed-in page.
- * page: {name, render(me) — draw #main from the page's state, load() — fetch data (async),
+ * page: {name, render(me) — draw #main from the page's state, prefetch() — start the first data
+ *        request before /api/me answers (optional), load(early) — fetch data (async; ``early`` is
+ *        prefetch()'s promise on the first load),
  *        onKiosk(row), onAlarm(alarm), reload() — after the live stream was down}
  */
 export async function startPage(page) {
@@ -45,6 +47,10 @@ export async function startPage(page) {
   if (asked) {
     setLanguage(asked);
   }
+  // The page's own data is asked beside /api/me, not after it: the two answers travel together. A
+  // refusal is load()'s to show (or /api/me's, which sends a person without a session to the login page).
+  const early = page.prefetch?.();
+  early?.catch(() => {});
   let me;
   try {
     me = await get("/api/me");
@@ -94,7 +100,7 @@ export async function startPage(page) {
   }
 
   redraw();
-  await page.load?.();
+  await page.load?.(early);
   setInterval(() => refreshRelative(document), 15_000);
   connectLive({
     onKiosk: (row) => page.onKiosk?.(row),
