@@ -39,6 +39,7 @@ from agent.localapi.server import LocalApiServer
 from agent.runtime.alarms import Alarms
 from agent.runtime.health import HealthReporter, certificate_alarm, system_alarms, system_snapshot
 from agent.runtime.keys import load_or_create, load_private
+from agent.runtime.memory import one_malloc_arena
 from agent.runtime.peripherals import Peripherals
 from agent.runtime.sdnotify import notify, watchdog_interval
 from agent.sessions.engine import SessionEngine
@@ -599,6 +600,7 @@ class Agent:
 
 
 def run_agent(cfg: Config, *, companions: Sequence[CompanionFactory] = ()) -> int:
+    one_malloc_arena()      # before the daemon's threads exist (agent/runtime/memory.py says why)
     try:
         return asyncio.run(Agent(cfg, companions=companions).run())
     except AgentError as exc:
