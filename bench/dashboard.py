@@ -102,7 +102,6 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -117,6 +116,7 @@ import paho.mqtt.client as paho
 import psycopg
 from corekit import LedgerProcess, write_ledger_config
 from fleetsim import ALARM_DEVICE, FleetSim, SimKiosk, make_fleet, session_record
+from ledger import scalar, wait_for  # bench/ledger.py, beside this script
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from pgcluster import PgCluster
 
@@ -146,23 +146,6 @@ def pct(values: list[float], p: float) -> float:
 
 def summary(values: list[float]) -> dict[str, float]:
     return {"p50": pct(values, 50), "p99": pct(values, 99), "n": len(values)}
-
-
-def wait_for(what: str, predicate: Callable[[], Any], timeout: float, interval: float = 0.05) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(interval)
-
-
-def scalar(dsn: str, sql: str, params: Any = ()) -> Any:
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        row = conn.execute(sql, params).fetchone()
-        return row[0] if row else None
 
 
 def say(text: str) -> None:

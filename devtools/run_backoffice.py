@@ -46,7 +46,7 @@ import psutil
 from agent.config import load_config
 from agent.control.commands import EX_TEMPFAIL
 from agent.sim.devbroker import DevBroker, find_mosquitto
-from agent.sim.devrun import port_free, write_sim_config
+from agent.sim.devrun import kept_port, write_sim_config
 from agent.wire.sealing import load_private_key, public_key_b64
 from devtools.pgcluster import PgCluster, PgClusterError, find_pg_bin
 
@@ -153,34 +153,6 @@ def run_cli(*argv: str, timeout: float = 120.0) -> str:
     if done.returncode != 0:
         raise SetupError(f"{shlex.join(argv)}: exit {done.returncode}\n{(done.stdout + done.stderr).strip()}")
     return done.stdout
-
-
-def _below_ephemeral() -> range:
-    """Ports no outgoing connection takes as its local port: below the kernel's ephemeral range."""
-    try:
-        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text(encoding="ascii").split()[0])
-    except (OSError, ValueError, IndexError):
-        low = 32768
-    return range(10_000, max(low, 10_001))
-
-
-def kept_port(path: Path) -> tuple[int, str | None]:
-    """The port kept in ``path`` if it is free, else a new one (kept from now on) and a note saying so.
-
-    Not one the kernel hands out (``bind(0)``): a kept port from the ephemeral range is, sooner or later, the
-    local port of some outgoing connection on this machine at the moment the server wants to listen on it.
-    """
-    try:
-        kept: int | None = int(path.read_text(encoding="ascii"))
-    except (OSError, ValueError):
-        kept = None
-    if kept is not None and port_free(kept):
-        return kept, None
-    candidates = _below_ephemeral()
-    port = next(p for p in iter(lambda: secrets.choice(candidates), None) if port_free(p))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(f"{port}\n", encoding="ascii")
-    return port, None if kept is None else f"port {kept} ({path.name}) is in use; using {port} from now on"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -416,9 +388,9 @@ class BackOffice:
             raise SetupError("mosquitto is not installed: `make system-deps` installs it (apt-get install mosquitto)")
         # What a killed run left (this script's children stop with it; these two run detached) frees its ports.
         leftovers = [stop_leftover_broker(d / "broker"), stop_leftover_cluster(d / "pg")]
-        pg_port, pg_note = kept_port(d / "pg-port")
-        broker_port, broker_note = kept_port(d / "broker-port")
-        dashboard_port, dashboard_note = kept_port(d / "dashboard-port")
+        pg_port, pg_note = kept_port(d / "pg-port", in_use_by="pg-port")
+        broker_port, broker_note = kept_port(d / "broker-port", in_use_by="broker-port")
+        dashboard_port, dashboard_note = kept_port(d / "dashboard-port", in_use_by="dashboard-port")
         self.notes += [n for n in (*leftovers, pg_note, broker_note, dashboard_note) if n]
         keys = ensure_keys(d / "keys")
         password, password_new = ensure_password(d / "admin-password")

@@ -17,6 +17,7 @@ import argparse
 import dataclasses
 import os
 import re
+import secrets
 import shlex
 import signal
 import socket
@@ -30,11 +31,12 @@ from agent.control.commands import EX_TEMPFAIL
 from agent.errors import AgentError
 from agent.localapi.component import token_path
 from agent.runtime.keys import load_private
-from agent.sim.devbroker import DevBroker, free_port
+from agent.sim.devbroker import DevBroker
 from agent.wire.sealing import load_private_key, public_key_b64
 from agent.wire.signing import public_b64
 
-__all__ = ["DevKeys", "choose_port", "ensure_dev_keys", "main", "port_free", "prepare_config", "write_sim_config"]
+__all__ = ["DevKeys", "choose_port", "ensure_dev_keys", "kept_port", "main", "port_free", "prepare_config",
+           "write_sim_config"]
 
 DEV_OPERATOR = "dev-admin"
 DEV_BACKOFFICE = "dev-backoffice"
@@ -121,21 +123,37 @@ def port_free(port: int) -> bool:
             return False
 
 
-def choose_port(run_dir: Path) -> tuple[int, str | None]:
-    """The broker port kept in ``run_dir/broker-port`` if free, else a new one (kept from now on) and why."""
-    path = run_dir / PORT_FILE
+def _below_ephemeral() -> range:
+    """Ports no outgoing connection takes as its local port: below the kernel's ephemeral range."""
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text(encoding="ascii").split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    return range(10_000, max(low, 10_001))
+
+
+def kept_port(path: Path, *, in_use_by: str) -> tuple[int, str | None]:
+    """The port kept in ``path`` if it is free, else a new one (kept from now on) and a note saying so.
+
+    Not one the kernel hands out (``bind(0)``): a kept port from the ephemeral range is, sooner or later, the
+    local port of some outgoing connection on this machine at the moment the server wants to listen on it.
+    """
     try:
         kept: int | None = int(path.read_text(encoding="ascii"))
     except (OSError, ValueError):
         kept = None
     if kept is not None and port_free(kept):
         return kept, None
-    port = free_port()
-    run_dir.mkdir(parents=True, exist_ok=True)
+    candidates = _below_ephemeral()
+    port = next(p for p in iter(lambda: secrets.choice(candidates), None) if port_free(p))
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(f"{port}\n", encoding="ascii")
-    if kept is None:
-        return port, None
-    return port, f"port {kept} is in use (another make run?); using {port} from now on"
+    return port, None if kept is None else f"port {kept} is in use ({in_use_by}); using {port} from now on"
+
+
+def choose_port(run_dir: Path) -> tuple[int, str | None]:
+    """The broker port kept in ``run_dir/broker-port`` if free, else a new one (kept from now on) and why."""
+    return kept_port(run_dir / PORT_FILE, in_use_by="another make run?")
 
 
 def prepare_config(run_dir: Path, broker_url: str, keys: DevKeys) -> tuple[Path, str]:
